@@ -1,0 +1,5 @@
+"""wavlm_jax: WavLM / HuBERT self-supervised speech pretraining in JAX."""
+
+from wavlm_jax.api import Encoder, load_encoder
+
+__version__ = "0.1.0"

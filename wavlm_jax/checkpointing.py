@@ -1,0 +1,86 @@
+"""Model checkpoints on disk: an Orbax checkpoint of the parameters plus the model config as JSON.
+
+A model directory (what `python -m wavlm_jax.convert` writes and `load_encoder` reads):
+    DIR/config.json   the model config (wavlm_jax.models.config fields)
+    DIR/params/       Orbax StandardCheckpointer tree, nested by parameter path
+The directory is assembled under a temporary name beside DIR and renamed into place only when
+complete, so a crash never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from wavlm_jax.models import config as model_config_lib
+from wavlm_jax.models import params as params_lib
+from wavlm_jax.models import wavlm
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+
+
+def save_model(directory: str | os.PathLike, flat_params: Mapping[str, np.ndarray], config, *,
+               overwrite: bool = False) -> Path:
+  """Writes parameters (flat, either layer layout) and config as a model directory, atomically."""
+  directory = Path(directory).absolute()
+  if directory.exists() and any(directory.iterdir()) and not overwrite:
+    raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True / --overwrite)")
+  flat = params_lib.to_layout(flat_params, config)
+  model = wavlm.abstract(config)
+  params_lib.check_keys_and_shapes(params_lib.param_shapes(model), {k: np.shape(v) for k, v in flat.items()},
+                                   "parameters to save")
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+  try:
+    tmp.mkdir()
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(tmp / PARAMS_DIR, params_lib.nest({k: np.asarray(v, np.float32) for k, v in flat.items()}))
+      ckptr.wait_until_finished()
+    (tmp / CONFIG_FILE).write_text(model_config_lib.to_json(config))
+    if directory.exists():
+      shutil.rmtree(directory)
+    os.replace(tmp, directory)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp, ignore_errors=True)
+  return directory
+
+
+def load_config(directory: str | os.PathLike, **overrides):
+  path = Path(directory) / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no model config; is {directory} a wavlm_jax model directory?")
+  try:
+    values = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from None
+  values.update(overrides)
+  return model_config_lib.from_mapping(values)
+
+
+def load_flat_params(directory: str | os.PathLike, config=None) -> dict[str, np.ndarray]:
+  """The stored parameters as a flat mapping in the layout of `config` (default: the stored one)."""
+  directory = Path(directory).absolute()
+  stored = load_config(directory)
+  with ocp.StandardCheckpointer() as ckptr:
+    target = {k: jax.ShapeDtypeStruct(s, np.float32)
+              for k, s in params_lib.param_shapes(wavlm.abstract(stored)).items()}
+    tree = ckptr.restore(directory / PARAMS_DIR, params_lib.nest(target))
+  flat = {k: np.asarray(v) for k, v in params_lib.flatten(tree).items()}
+  return params_lib.to_layout(flat, config or stored)
+
+
+def load_model(directory: str | os.PathLike, **config_overrides) -> wavlm.Model:
+  """The model stored in `directory`; overrides (e.g. scan_layers=False, dtype) apply to its config."""
+  config = load_config(directory, **config_overrides)
+  flat = load_flat_params(directory, config)
+  return params_lib.set_params(wavlm.abstract(config), flat, source=f"parameters in {directory}")

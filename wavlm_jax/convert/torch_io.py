@@ -1,0 +1,177 @@
+"""Reading and writing PyTorch checkpoints without executing pickled code.
+
+`.pt`/`.bin` files are unpickled by `torch.load` with a restricted unpickler: only tensor rebuilding,
+plain containers and `argparse.Namespace` resolve to real objects; fairseq's omegaconf/dataclass config
+objects resolve to inert stand-ins whose state is read as plain data. Any other global (a function or
+class that could run code) refuses the whole file with the name of that global.
+`.safetensors` files need no unpickling at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import collections
+import copyreg
+import os
+import pickle
+import types
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+  """The file needs a global outside the allow-list; nothing from it was executed."""
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+  import torch
+  import torch._utils
+
+  allowed = {
+      ("collections", "OrderedDict"): collections.OrderedDict,
+      ("argparse", "Namespace"): argparse.Namespace,
+      ("copyreg", "_reconstructor"): copyreg._reconstructor,
+      ("torch", "Size"): torch.Size,
+      ("torch", "device"): torch.device,
+  }
+  for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+               "_rebuild_parameter_with_state"):
+    if hasattr(torch._utils, name):
+      allowed[("torch._utils", name)] = getattr(torch._utils, name)
+  for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"):
+    allowed[("torch", name)] = getattr(torch, name)
+  for name in ("set", "frozenset", "slice", "complex", "dict", "list", "tuple", "int", "float", "str", "bool",
+               "bytes", "bytearray", "object"):
+    allowed[("builtins", name)] = getattr(builtins, name)
+  # NumPy arrays and scalars inside configs (both module spellings: NumPy 1 and 2).
+  from numpy._core import multiarray
+  for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    allowed[(module, "_reconstruct")] = multiarray._reconstruct
+    allowed[(module, "scalar")] = multiarray.scalar
+  allowed[("numpy", "ndarray")] = np.ndarray
+  allowed[("numpy", "dtype")] = np.dtype
+  return allowed
+
+
+# Config objects of fairseq checkpoints: read as data, never imported.
+_STAND_IN_MODULES = ("omegaconf", "fairseq", "typing", "enum")
+
+
+class StandIn:
+  """Inert replacement for a config class of a checkpoint (omegaconf, fairseq dataclasses, enums)."""
+  qualified_name = "?"
+
+  def __init__(self, *args, **kwargs):
+    self.args, self.kwargs, self.state = args, kwargs, None
+
+  def __setstate__(self, state):
+    self.state = state
+
+  def __repr__(self):
+    return f"<stand-in {self.qualified_name}>"
+
+
+_stand_in_classes: dict[str, type] = {}
+
+
+def _stand_in(module: str, name: str) -> type:
+  key = f"{module}.{name}"
+  if key not in _stand_in_classes:
+    _stand_in_classes[key] = type(name, (StandIn,), {"qualified_name": key, "args": (), "kwargs": {},
+                                                     "state": None})
+  return _stand_in_classes[key]
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  allowed: dict = {}
+  source = "?"
+
+  def find_class(self, module: str, name: str):
+    if (module, name) in self.allowed:
+      return self.allowed[(module, name)]
+    if module.split(".")[0] in _STAND_IN_MODULES:
+      return _stand_in(module, name)
+    raise UnsafeCheckpointError(
+        f"{self.source}: refusing to load: it needs the global '{module}.{name}', which is not plain "
+        "data (tensors, containers, config objects). The file may carry code; nothing was executed.")
+
+
+def load_torch_file(path: str | os.PathLike) -> Any:
+  """torch.load of a .pt/.bin file with the restricted unpickler, tensors on the CPU."""
+  import torch
+
+  path = Path(path)
+  unpickler = type("Unpickler", (_RestrictedUnpickler,), {"allowed": _allowed_globals(), "source": str(path)})
+  module = types.SimpleNamespace(Unpickler=unpickler, load=pickle.load, __name__="restricted_pickle")
+  try:
+    return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+  except UnsafeCheckpointError:
+    raise
+  except pickle.UnpicklingError as e:
+    raise UnsafeCheckpointError(f"{path}: cannot be unpickled safely: {e}") from None
+
+
+def to_plain(obj: Any) -> Any:
+  """Config objects -> plain dicts/lists/values (omegaconf stand-ins, Namespaces, enums)."""
+  if isinstance(obj, argparse.Namespace):
+    return {k: to_plain(v) for k, v in vars(obj).items()}
+  if isinstance(obj, StandIn):
+    state = obj.state
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+      state = {**(state[0] or {}), **state[1]}  # (dict state, slot state)
+    if isinstance(state, dict):
+      if "_content" in state:
+        return to_plain(state["_content"])
+      if "_val" in state:
+        return to_plain(state["_val"])
+      return {k: to_plain(v) for k, v in state.items() if not k.startswith("_")}
+    if obj.args:
+      return to_plain(obj.args[0])  # enums pickle their value
+    return None
+  if isinstance(obj, Mapping):
+    return {k: to_plain(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_plain(v) for v in obj]
+  return obj
+
+
+def state_dict_to_numpy(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  import torch
+
+  out = {}
+  for key, value in state.items():
+    if isinstance(value, torch.Tensor):
+      out[key] = value.detach().to(torch.float32).cpu().numpy() if value.is_floating_point() else value.numpy()
+  return out
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Tensors of a .safetensors, .bin or .pt state-dict file as NumPy arrays."""
+  path = Path(path)
+  if path.suffix == ".safetensors":
+    from safetensors.numpy import load_file
+    return {k: np.asarray(v, np.float32) if v.dtype.kind == "f" else v for k, v in load_file(str(path)).items()}
+  obj = load_torch_file(path)
+  if not isinstance(obj, Mapping):
+    raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
+  return state_dict_to_numpy(obj)
+
+
+def save_torch_file(obj: Any, path: str | os.PathLike) -> None:
+  """torch.save with NumPy arrays turned into tensors (recursively), written atomically."""
+  import torch
+
+  def convert(x):
+    if isinstance(x, np.ndarray):
+      return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, Mapping):
+      return {k: convert(v) for k, v in x.items()}
+    return x
+
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.tmp")
+  torch.save(convert(obj), tmp)
+  os.replace(tmp, path)

@@ -1,0 +1,65 @@
+"""Multi-head self-attention with WavLM's gated relative position bias (SPEC.md §6.3).
+
+relative_position = "gated": bias = (2 - a + a*b*w_h) * D, the gates a, b computed per head and query
+from the attention *input* split into heads; "bucket": bias = D (ILS-SSL); "none": no bias (HuBERT).
+The bias is added after the 1/sqrt(d) scaling of the queries; logits and softmax run in fp32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from wavlm_jax.models import layers
+from wavlm_jax.models.config import head_dim
+
+
+class SelfAttention(nnx.Module):
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    e = config.embed_dim
+    dense = lambda axes: layers.Dense(e, e, axes=axes, rngs=rngs, dtype=config.dtype)
+    self.q_proj = dense(("embed", "heads"))
+    self.k_proj = dense(("embed", "heads"))
+    self.v_proj = dense(("embed", "heads"))
+    self.out_proj = dense(("heads", "embed"))
+    self.gated = config.relative_position == "gated"
+    if self.gated:
+      self.gru_rel_pos_linear = layers.Dense(head_dim(config), 8, axes=("head_dim", None), rngs=rngs)
+      self.gru_rel_pos_const = layers.param(rngs, layers.ones, (config.num_heads,), (None,))
+    self.num_heads = config.num_heads
+    self.rate = config.attention_dropout
+    self.dtype = config.dtype
+
+  def gate(self, x: jax.Array) -> jax.Array:
+    """Per-(batch, head, query) multiplier (B, H, T) of the relative position bias."""
+    b, t, _ = x.shape
+    xh = x.reshape(b, t, self.num_heads, -1).astype(jnp.float32)
+    kernel = self.gru_rel_pos_linear.kernel[...]
+    z = xh @ kernel + self.gru_rel_pos_linear.bias[...]  # (B, T, H, 8)
+    s = jax.nn.sigmoid(z.reshape(b, t, self.num_heads, 2, 4).sum(-1))
+    a, g = s[..., 0], s[..., 1]
+    gate = a * (g * self.gru_rel_pos_const[...] - 1.0) + 2.0
+    return jnp.transpose(gate, (0, 2, 1))
+
+  def __call__(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None,
+               key: jax.Array | None = None) -> jax.Array:
+    b, t, e = x.shape
+    h = self.num_heads
+    scale = (e // h) ** -0.5
+    q = (self.q_proj(x) * scale).reshape(b, t, h, -1)
+    k = self.k_proj(x).reshape(b, t, h, -1)
+    v = self.v_proj(x).reshape(b, t, h, -1)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    if position_bias is not None:
+      if self.gated:
+        logits = logits + self.gate(x)[..., None] * position_bias[None]
+      else:
+        logits = logits + position_bias[None]
+    if key_valid is not None:
+      logits = jnp.where(key_valid[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = layers.dropout(probs, self.rate, key)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v).reshape(b, t, e)
+    return self.out_proj(out)

@@ -1,0 +1,115 @@
+"""The waveform frontend: the 7-block convolutional feature encoder and the feature projection
+(SPEC.md §2, §3.1)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from wavlm_jax.models import layers
+from wavlm_jax.models.config import conv_output_length
+
+_kaiming_normal = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
+
+
+class Conv(nnx.Module):
+  """A strided 1-D convolution with kernel (K, Cin, Cout) and optional bias."""
+
+  def __init__(self, cin: int, cout: int, kernel: int, stride: int, use_bias: bool, *, rngs: nnx.Rngs):
+    self.kernel = layers.param(rngs, _kaiming_normal, (kernel, cin, cout), ("conv_width", "conv_in", "conv_out"))
+    self.bias = layers.param(rngs, layers.zeros, (cout,), ("conv_out",)) if use_bias else None
+    self.stride = stride
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = layers.conv1d(x, self.kernel[...], stride=self.stride)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(y.dtype)
+    return y
+
+
+class ConvBlock(nnx.Module):
+  """Conv -> [norm] -> GELU. `norm` is "group" (per-channel over time), "layer" or None."""
+
+  def __init__(self, cin, cout, kernel, stride, *, norm: str | None, use_bias: bool, eps: float,
+               rngs: nnx.Rngs):
+    self.conv = Conv(cin, cout, kernel, stride, use_bias, rngs=rngs)
+    if norm == "group":
+      self.norm = layers.ChannelNorm(cout, eps=eps, axis_name="conv_out", rngs=rngs)
+    elif norm == "layer":
+      self.norm = layers.LayerNorm(cout, eps=eps, axis_name="conv_out", rngs=rngs)
+    else:
+      self.norm = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.conv(x)
+    if self.norm is not None:
+      x = self.norm(x)
+    return layers.gelu(x)
+
+
+class FeatureExtractor(nnx.Module):
+  """Waveform (B, N) -> features (B, T, C) at a 320-sample hop (50 Hz for the released models)."""
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    blocks = []
+    cin = 1
+    for i, (cout, kernel, stride) in enumerate(zip(config.conv_dim, config.conv_kernel, config.conv_stride)):
+      if config.extractor_mode == "layer_norm":
+        norm = "layer"
+      else:
+        norm = "group" if i == 0 else None
+      blocks.append(ConvBlock(cin, cout, kernel, stride, norm=norm, use_bias=config.conv_bias,
+                              eps=config.layer_norm_eps, rngs=rngs))
+      cin = cout
+    self.conv_layers = nnx.List(blocks)
+    self.dtype = config.dtype
+
+  def __call__(self, waveforms: jax.Array) -> jax.Array:
+    x = waveforms[..., None].astype(layers.compute_dtype(self.dtype))
+    for block in self.conv_layers:
+      x = block(x)
+    return x
+
+
+class FeatureProjection(nnx.Module):
+  """LayerNorm over CNN channels -> Dense to the model width -> dropout (`dropout_input`)."""
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    cdim = config.conv_dim[-1]
+    self.layer_norm = layers.LayerNorm(cdim, eps=config.layer_norm_eps, axis_name="conv_out", rngs=rngs)
+    bound = cdim ** -0.5  # PyTorch's default nn.Linear init, as HF and fairseq leave it.
+    self.projection = layers.Dense(cdim, config.embed_dim, axes=("conv_out", "embed"), rngs=rngs,
+                                   kernel_init=jax.nn.initializers.uniform(2 * bound), dtype=config.dtype)
+    self.rate = config.dropout_input
+
+  def __call__(self, features: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    x = self.projection(self.layer_norm(features))
+    return layers.dropout(x, self.rate, key)
+
+
+def frame_valid_mask(padding_mask: jax.Array | None, num_frames: int, config) -> jax.Array | None:
+  """Sample-level padding (B, N), True = padding, -> frame validity (B, T), True = valid.
+
+  Follows transformers: a frame is valid iff its index is below the conv output length of the number
+  of valid samples. fairseq/unilm instead keep a frame unless all its samples are padding, which
+  usually yields one more valid frame (SPEC.md §3.5); pre-training never pads, so this only matters
+  for padded inference and fine-tuning batches.
+  """
+  if padding_mask is None:
+    return None
+  num_valid = jnp.sum(~padding_mask, axis=-1).astype(jnp.int32)
+  lengths = conv_output_length(num_valid, config)
+  return jnp.arange(num_frames)[None, :] < lengths[:, None]
+
+
+def normalize_waveform(waveforms: jax.Array, padding_mask: jax.Array | None = None,
+                       eps: float = 1e-5) -> jax.Array:
+  """Per-utterance zero mean, unit variance over the valid samples (fairseq `F.layer_norm(wav, shape)`,
+  eps 1e-5, biased variance); padding is set to zero afterwards."""
+  x = waveforms.astype(jnp.float32)
+  valid = jnp.ones_like(x, bool) if padding_mask is None else ~padding_mask
+  count = jnp.maximum(jnp.sum(valid, axis=-1, keepdims=True), 1)
+  mean = jnp.sum(jnp.where(valid, x, 0), axis=-1, keepdims=True) / count
+  var = jnp.sum(jnp.where(valid, jnp.square(x - mean), 0), axis=-1, keepdims=True) / count
+  return jnp.where(valid, (x - mean) * jax.lax.rsqrt(var + eps), 0)
