@@ -9,6 +9,7 @@ class that could run code) refuses the whole file with the name of that global.
 
 from __future__ import annotations
 
+import _compat_pickle
 import argparse
 import builtins
 import collections
@@ -32,6 +33,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 
   allowed = {
       ("collections", "OrderedDict"): collections.OrderedDict,
+      ("collections", "defaultdict"): collections.defaultdict,  # its factory passes this same check
       ("argparse", "Namespace"): argparse.Namespace,
       ("copyreg", "_reconstructor"): copyreg._reconstructor,
       ("torch", "Size"): torch.Size,
@@ -90,6 +92,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
   source = "?"
 
   def find_class(self, module: str, name: str):
+    # Python 2 spellings (__builtin__, copy_reg) that old pickles and protocol-2 objects use.
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
     if (module, name) in self.allowed:
       return self.allowed[(module, name)]
     if module.split(".")[0] in _STAND_IN_MODULES:

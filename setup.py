@@ -1,0 +1,39 @@
+"""wavlm_jax: WavLM / HuBERT self-supervised speech pretraining in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+TORCH = [
+    "torch==2.13.0",  # the CPU build; an unpinned torch pulls a multi-GB CUDA build
+    "transformers>=5.0,<6",
+    "safetensors>=0.4",
+]
+
+setup(
+    name="wavlm_jax",
+    version="0.1.0",
+    description="WavLM / HuBERT self-supervised speech pretraining in JAX and Flax NNX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["wavlm_jax", "wavlm_jax.*"]),
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "tensorflow-datasets>=4.9.10",
+        "grain>=0.2.18",
+        "array-record>=0.8",
+        "numpy>=2.0",
+        "librosa>=0.11",
+        "soundfile>=0.13",
+        "ml-collections>=1.1",
+        "clu>=0.0.12",
+        "tensorboard>=2.20",
+        "espeakng-loader>=0.2.4",
+    ],
+    extras_require={
+        "torch": TORCH,
+        "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3"],
+    },
+)

@@ -1,0 +1,10 @@
+"""Test setup: 8 fake CPU devices (set before JAX is imported) and fp32 matmuls at full precision."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")

@@ -1,0 +1,111 @@
+"""Span masking: statistics match fairseq's original algorithm (a NumPy transcription of SPEC.md §3.2a
+serves as the reference), spans have the configured length, counts are equalised, padding is never
+masked, and masks are deterministic given the key and compiled once per shape."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wavlm_jax.models import masking
+
+
+def fairseq_reference(rng, batch, length, p, span, min_masks, sizes=None):
+  """The original compute_mask_indices (static spans, overlap allowed, equalised counts)."""
+  all_num = max(min_masks, int(p * length / span + rng.random()))
+  rows = []
+  for i in range(batch):
+    if sizes is not None:
+      sz = sizes[i]
+      num = max(min_masks, int(p * sz / span + rng.random()))
+    else:
+      sz, num = length, all_num
+    min_len = span
+    if sz - min_len <= num:
+      min_len = sz - num - 1
+    starts = rng.choice(sz - min_len, num, replace=False)
+    idx = np.unique([s + o for s in starts for o in range(span) if s + o < sz])
+    rows.append(idx)
+  min_cnt = min(len(r) for r in rows)
+  mask = np.zeros((batch, length), bool)
+  for i, idx in enumerate(rows):
+    if len(idx) > min_cnt:
+      idx = rng.choice(idx, min_cnt, replace=False)
+    mask[i, idx] = True
+  return mask
+
+
+def runs(row):
+  """Lengths of the runs of True in a boolean row."""
+  padded = np.concatenate([[0], row.astype(int), [0]])
+  d = np.diff(padded)
+  return np.flatnonzero(d == -1) - np.flatnonzero(d == 1)
+
+
+@pytest.mark.parametrize("length", [49, 250, 781])
+def test_coverage_matches_fairseq(length):
+  batch, trials = 8, 40
+  rng = np.random.default_rng(0)
+  ref = np.mean([fairseq_reference(rng, batch, length, 0.8, 10, 2).mean() for _ in range(trials)])
+  fn = jax.jit(lambda k: masking.span_mask(k, (batch, length), 0.8, 10, 2))
+  ours = np.mean([np.asarray(fn(jax.random.key(t))).mean() for t in range(trials)])
+  assert abs(ours - ref) < 0.02, (ours, ref)
+  if length >= 250:
+    assert 0.45 < ours < 0.56  # ~1 - exp(-0.8) before equalisation, a little less after
+
+
+def test_spans_have_the_configured_length_before_equalisation():
+  mask = np.asarray(masking.span_mask(jax.random.key(0), (16, 500), 0.8, 10, 2, equalize=False))
+  for row in mask:
+    lengths = runs(row)
+    assert len(lengths) > 0 and lengths.min() >= 10  # overlapping spans merge into longer runs
+  # Span count: floor(0.8 * 500 / 10 + U) = 40 spans of 10 frames; overlaps only shrink the coverage.
+  assert np.all(mask.sum(-1) <= 400)
+
+
+def test_counts_are_equalised_and_padding_never_masked():
+  length = 300
+  sizes = np.array([300, 250, 120, 60])
+  valid = jnp.arange(length)[None, :] < jnp.asarray(sizes)[:, None]
+  for seed in range(10):
+    mask = np.asarray(masking.span_mask(jax.random.key(seed), (4, length), 0.8, 10, 2, valid))
+    counts = mask.sum(-1)
+    assert np.all(counts == counts[0]) and counts[0] > 0
+    assert not np.any(mask & ~np.asarray(valid))
+
+
+def test_padding_aware_span_count_matches_fairseq():
+  length, sizes = 400, np.array([400, 300, 200, 100])
+  valid = jnp.arange(length)[None, :] < jnp.asarray(sizes)[:, None]
+  ours = np.mean([np.asarray(masking.span_mask(jax.random.key(s), (4, length), 0.8, 10, 2, valid)).mean()
+                  for s in range(40)])
+  rng = np.random.default_rng(1)
+  ref = np.mean([fairseq_reference(rng, 4, length, 0.8, 10, 2, sizes).mean() for _ in range(40)])
+  assert abs(ours - ref) < 0.02
+
+
+def test_short_rows_and_min_masks():
+  # 12 frames, p small: min_masks = 2 spans; fairseq shrinks the start range so distinct starts exist.
+  mask = np.asarray(masking.span_mask(jax.random.key(0), (3, 12), 0.05, 10, 2, equalize=False))
+  assert np.all(mask.sum(-1) >= 10)
+  channel = np.asarray(masking.span_mask(jax.random.key(0), (3, 64), 0.0, 8, 0))
+  assert not channel.any()  # p = 0 and min_masks = 0: nothing masked
+
+
+def test_deterministic_and_static_shapes():
+  fn = jax.jit(lambda k: masking.span_mask(k, (4, 200), 0.8, 10, 2))
+  a, b = fn(jax.random.key(7)), fn(jax.random.key(7))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, fn(jax.random.key(8)))
+  assert fn._cache_size() == 1
+
+
+def test_apply_masks():
+  x = jnp.ones((2, 5, 3))
+  emb = jnp.array([7.0, 8.0, 9.0])
+  m = jnp.array([[True, False, False, False, True], [False] * 5])
+  y = masking.apply_time_mask(x, m, emb)
+  np.testing.assert_array_equal(y[0, 0], emb)
+  np.testing.assert_array_equal(y[0, 1], jnp.ones(3))
+  c = masking.apply_channel_mask(x, jnp.array([[True, False, False], [False, False, True]]))
+  assert float(c[0, :, 0].sum()) == 0 and float(c[1, :, 2].sum()) == 0 and float(c[0, :, 1].sum()) == 5
