@@ -22,6 +22,8 @@ setup(
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12",
         "tensorflow-datasets>=4.9.10",
+        "tensorflow-cpu>=2.20",  # TFDS needs TensorFlow to build (serialise) datasets
+        "importlib_resources",
         "grain>=0.2.18",
         "array-record>=0.8",
         "numpy>=2.0",

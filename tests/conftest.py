@@ -8,3 +8,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def espeak_data_dir(tmp_path_factory):
+  """A TFDS data dir holding the `espeak_speech/tiny` corpus, built once per test session."""
+  from wavlm_jax.data import builders
+
+  data_dir = tmp_path_factory.mktemp("tfds")
+  builders.prepare("espeak_speech/tiny", str(data_dir))
+  return str(data_dir)

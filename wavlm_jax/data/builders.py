@@ -1,0 +1,256 @@
+"""TFDS builders writing ArrayRecord (random access): the embedded eSpeak corpus, any folder of audio,
+the LibriSpeech layout, and a folder of noises.
+
+    from wavlm_jax.data import builders
+    builders.prepare("espeak_speech/tiny", data_dir)            # embedded corpus, no download
+    builders.prepare_folder("audio_dir", "/data/librilight", data_dir, name="librilight")
+
+Builders never die on one bad file: unreadable, empty, NaN/Inf or too short files are skipped and
+counted (a report is printed and stored as `skipped.json` beside the dataset); non-16 kHz audio is
+resampled and multi-channel audio down-mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from wavlm_jax.data import audio_io, espeak, text
+
+ARRAY_RECORD = "array_record"
+
+
+def _audio_feature():
+  return tfds.features.Audio(shape=(None,), dtype=np.int16, sample_rate=audio_io.SAMPLE_RATE)
+
+
+# ----------------------------------------------------------------------------------------------
+# The embedded corpus
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class EspeakConfig(tfds.core.BuilderConfig):
+  utterances: tuple[tuple[str, int], ...] = ()  # (split, count)
+  languages: tuple[str, ...] = ("en-us",)
+  seed: int = 0
+
+
+class EspeakSpeech(tfds.core.GeneratorBasedBuilder):
+  """Sentences spoken by eSpeak NG voices with varied rate and pitch, 16 kHz int16, with a phone per
+  10 ms frame. Splits train/validation/test share speakers; test_unseen has held-out voices."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [
+      EspeakConfig(name="tiny", description="~100 utterances (~6 min), en-us; for tests",
+                   utterances=(("train", 70), ("validation", 10), ("test", 10), ("test_unseen", 10))),
+      EspeakConfig(name="small", description="~800 utterances (~1 h), en-us and en-gb",
+                   utterances=(("train", 640), ("validation", 60), ("test", 60), ("test_unseen", 40)),
+                   languages=("en-us", "en-gb")),
+      EspeakConfig(name="base", description="~8000 utterances (~10 h), 7 languages",
+                   utterances=(("train", 6800), ("validation", 400), ("test", 400), ("test_unseen", 400)),
+                   languages=text.LANGUAGES),
+  ]
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "id": tfds.features.Text(),
+            "audio": _audio_feature(),
+            "text": tfds.features.Text(),
+            "phonemes": tfds.features.Text(),  # space-separated phones (stress marks removed)
+            "phone_alignment": tfds.features.Tensor(shape=(None,), dtype=np.int32),  # inventory index / 10 ms
+            "speaker": tfds.features.Text(),
+            "language": tfds.features.Text(),
+        }),
+        supervised_keys=None,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    self._inventory = {espeak.SILENCE: 0}
+    return {split: self._generate_examples(split=split, count=count) for split, count in self.builder_config.utterances}
+
+  def _generate_examples(self, split: str, count: int):
+    cfg = self.builder_config
+    engine = espeak.Espeak()
+    variants = espeak.UNSEEN_VARIANTS if split == "test_unseen" else tuple(
+        v for v in espeak.VARIANTS if v not in espeak.UNSEEN_VARIANTS)
+    split_id = zlib.crc32(split.encode())
+    for i in range(count):
+      rng = np.random.default_rng([cfg.seed, split_id, i])
+      language = cfg.languages[i % len(cfg.languages)]
+      variant = variants[int(rng.integers(len(variants)))]
+      sentence = text.sentence(rng, text.text_language(language))
+      rate, pitch = int(rng.integers(130, 211)), int(rng.integers(25, 76))
+      voice = f"{text.voice_language(language)}+{variant}"
+      utt = engine.synthesize(sentence, voice, rate=rate, pitch=pitch)
+      frames = espeak.frame_phones(utt.phones, len(utt.audio))
+      ids = [self._inventory.setdefault(p, len(self._inventory)) for p in frames]
+      key = f"{cfg.name}-{split}-{i:06d}"
+      yield key, {
+          "id": key, "audio": utt.audio, "text": sentence,
+          "phonemes": " ".join(p for _, p in utt.phones if p != espeak.SILENCE),
+          "phone_alignment": np.asarray(ids, np.int32), "speaker": f"{language}+{variant}", "language": language,
+      }
+    # Written with dataset_info after all splits (in order of first appearance: deterministic).
+    self.info.metadata["phone_inventory"] = sorted(self._inventory, key=self._inventory.get)
+    self.info.metadata["alignment_hop_seconds"] = 0.01
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders of audio
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FolderConfig(tfds.core.BuilderConfig):
+  path: str = ""
+  min_seconds: float = 0.5
+  validation_fraction: float = 0.0  # held out by a stable hash of the relative path
+
+
+class _FolderBuilder(tfds.core.GeneratorBasedBuilder):
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _report(self):
+    if not hasattr(self, "_skips"):
+      self._skips = audio_io.SkipReport()
+    return self._skips
+
+  def _files(self):
+    root = Path(self.builder_config.path)
+    return root, audio_io.find_audio_files(root)
+
+  def _split_files(self, root, files):
+    frac = self.builder_config.validation_fraction
+    held = lambda p: zlib.crc32(str(p.relative_to(root)).encode()) % 10_000 < frac * 10_000
+    splits = {"train": [p for p in files if not held(p)]}
+    if frac > 0:
+      splits["validation"] = [p for p in files if held(p)]
+    return splits
+
+  def _read(self, path):
+    try:
+      return audio_io.read_audio(path, min_seconds=self.builder_config.min_seconds)
+    except audio_io.BadAudio as e:
+      self._report().skip(path, str(e))
+      return None
+
+  def download_and_prepare(self, *args, **kwargs):
+    kwargs.setdefault("file_format", ARRAY_RECORD)
+    super().download_and_prepare(*args, **kwargs)
+    report = self._report()
+    print(f"{self.name}/{self.builder_config.name}: {report.summary()}")
+    Path(self.data_dir, "skipped.json").write_text(json.dumps(report.to_json(), indent=2))
+
+
+class AudioDir(_FolderBuilder):
+  """Any folder tree of audio files (wav/flac/ogg/mp3) as unlabelled examples (Libri-Light style)."""
+
+  BUILDER_CONFIGS = [FolderConfig(name="default")]
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=tfds.features.FeaturesDict({
+        "id": tfds.features.Text(), "audio": _audio_feature(), "path": tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    root, files = self._files()
+    return {split: self._generate_examples(root=root, files=fs) for split, fs in self._split_files(root, files).items()}
+
+  def _generate_examples(self, root, files):
+    for path in files:
+      audio = self._read(path)
+      if audio is not None:
+        rel = str(path.relative_to(root))
+        key = rel.rsplit(".", 1)[0].replace(os.sep, "/")
+        yield key, {"id": key, "audio": audio, "path": rel}
+
+
+class NoiseDir(AudioDir):
+  """A folder of noise recordings (DNS-challenge or MUSAN style); the top folder is the category."""
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=tfds.features.FeaturesDict({
+        "id": tfds.features.Text(), "audio": _audio_feature(), "path": tfds.features.Text(),
+        "category": tfds.features.Text()}))
+
+  def _generate_examples(self, root, files):
+    for key, example in super()._generate_examples(root, files):
+      parts = Path(example["path"]).parts
+      example["category"] = parts[0] if len(parts) > 1 else "noise"
+      yield key, example
+
+
+class LibrispeechDir(_FolderBuilder):
+  """The LibriSpeech layout: SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt plus one flac per utterance."""
+
+  BUILDER_CONFIGS = [FolderConfig(name="default")]
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=tfds.features.FeaturesDict({
+        "id": tfds.features.Text(), "audio": _audio_feature(), "text": tfds.features.Text(),
+        "speaker": tfds.features.Text(), "chapter": tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    root = Path(self.builder_config.path)
+    if not root.is_dir():
+      raise FileNotFoundError(f"{root}: not a directory")
+    transcripts = sorted(root.rglob("*.trans.txt"))
+    if not transcripts:
+      raise FileNotFoundError(f"{root}: no *.trans.txt files; is this a LibriSpeech-layout folder?")
+    utts = []
+    for trans in transcripts:
+      for n, line in enumerate(trans.read_text().splitlines(), 1):
+        if not line.strip():
+          continue
+        uid, _, words = line.partition(" ")
+        utts.append((trans.parent / f"{uid}.flac", uid, words.strip(), f"{trans}:{n}"))
+    frac = self.builder_config.validation_fraction
+    held = lambda uid: zlib.crc32(uid.encode()) % 10_000 < frac * 10_000
+    splits = {"train": [u for u in utts if not held(u[1])]}
+    if frac > 0:
+      splits["validation"] = [u for u in utts if held(u[1])]
+    return {split: self._generate_examples(utts=us) for split, us in splits.items()}
+
+  def _generate_examples(self, utts):
+    for path, uid, words, where in utts:
+      if not path.is_file():
+        self._report().skip(path, f"missing (listed at {where})")
+        continue
+      audio = self._read(path)
+      if audio is not None:
+        speaker, chapter = (uid.split("-") + ["", ""])[:2]
+        yield uid, {"id": uid, "audio": audio, "text": words, "speaker": speaker, "chapter": chapter}
+
+
+FOLDER_BUILDERS = {"audio_dir": AudioDir, "noise_dir": NoiseDir, "librispeech_dir": LibrispeechDir}
+
+
+def default_data_dir() -> str:
+  return os.environ.get("WAVLM_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """Builds (if absent) a registered dataset, e.g. "espeak_speech/tiny", as ArrayRecord."""
+  data_dir = data_dir or default_data_dir()
+  builder = tfds.builder(name, data_dir=data_dir, file_format=ARRAY_RECORD)
+  builder.download_and_prepare(file_format=ARRAY_RECORD)
+  return builder
+
+
+def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = None, *, name: str = "default",
+                   min_seconds: float = 0.5, validation_fraction: float = 0.0) -> tfds.core.DatasetBuilder:
+  """Builds a folder dataset (`audio_dir`, `noise_dir`, `librispeech_dir`) under config `name`."""
+  if kind not in FOLDER_BUILDERS:
+    raise KeyError(f"unknown folder builder {kind!r}; known: {sorted(FOLDER_BUILDERS)}")
+  config = FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
+                        validation_fraction=validation_fraction)
+  builder = FOLDER_BUILDERS[kind](data_dir=data_dir or default_data_dir(), config=config,
+                                  file_format=ARRAY_RECORD)
+  builder.download_and_prepare()
+  return builder
