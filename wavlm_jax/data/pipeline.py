@@ -209,4 +209,4 @@ def to_global(batch: dict, sharding) -> dict:
   import jax
 
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()
-          if isinstance(v, np.ndarray) and v.dtype != object}
+          if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"}

@@ -1,0 +1,147 @@
+"""The Grain pipeline on the embedded corpus: host shards disjoint and covering, crops consistent with
+labels, label-length checks, mixing changes inputs but not targets, exact resume, global arrays."""
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from wavlm_jax import data
+from wavlm_jax.data import labels as labels_lib
+
+
+def _cfg(data_dir, **kw):
+  return data.data_config(**{"data_dir": data_dir, "batch_size": 4, "num_threads": 2, **kw})
+
+
+def _source(data_dir, split="train"):
+  return tfds.data_source("espeak_speech/tiny", split=split, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def time_labels(espeak_data_dir, tmp_path_factory):
+  """Label stores whose label at frame f is f (50 Hz and 100 Hz): crops can be checked exactly."""
+  stores = {}
+  for rate in (50, 100):
+    path = tmp_path_factory.mktemp("labels") / f"time{rate}"
+    with labels_lib.LabelStoreWriter(path, label_rate=rate, num_classes=100_000) as writer:
+      src = _source(espeak_data_dir)
+      for i in range(len(src)):
+        ex = src[i]
+        writer.add(ex["id"].decode(), np.arange(int(round(len(ex["audio"]) * rate / 16000))))
+    stores[rate] = str(path)
+  return stores
+
+
+def test_host_shards_are_disjoint_and_cover_the_split(espeak_data_dir):
+  src = _source(espeak_data_dir)
+  all_ids = {src[i]["id"].decode() for i in range(len(src))}
+  cfg = _cfg(espeak_data_dir, min_seconds=0.0, batch_size=3)
+  seen = []
+  for host in range(3):
+    it = data.create_iterator(cfg, process_index=host, process_count=3)
+    shard_size = len(range(host, len(src), 3))
+    ids = []
+    while len(ids) < shard_size:
+      ids.extend(next(it)["id"].tolist())
+    seen.append(set(ids[:shard_size]))
+    assert len(seen[-1]) == shard_size  # one epoch of the shard, no repeats
+  assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+  assert seen[0] | seen[1] | seen[2] == all_ids
+
+
+@pytest.mark.parametrize("rate", [50, 100])
+def test_crops_and_labels_are_consistent(espeak_data_dir, time_labels, rate):
+  src = _source(espeak_data_dir)
+  audio_by_id = {src[i]["id"].decode(): src[i]["audio"].astype(np.float32) / 32768.0 for i in range(len(src))}
+  cfg = _cfg(espeak_data_dir, labels=time_labels[rate], crop_seconds=2.0, min_seconds=1.0)
+  it = data.create_iterator(cfg)
+  for _ in range(5):
+    batch = next(it)
+    assert batch["labels"].shape == (4, 2 * rate) and batch["audio"].shape == (4, 32000)
+    for row, uid in enumerate(batch["id"]):
+      full = audio_by_id[uid]
+      crop = batch["audio"][row][~batch["padding_mask"][row]]
+      # Locate the crop in the utterance: its first sample index must match the label start.
+      starts = [s for s in range(len(full) - len(crop) + 1) if np.array_equal(full[s:s + 64], crop[:64])]
+      assert starts, uid
+      start = starts[0]
+      labels = batch["labels"][row]
+      assert labels[0] == round(start * rate / 16000)
+      valid = labels[labels >= 0]
+      np.testing.assert_array_equal(valid, np.arange(labels[0], labels[0] + len(valid)))
+
+
+def test_label_length_mismatch_names_the_utterance(espeak_data_dir, tmp_path):
+  src = _source(espeak_data_dir)
+  with labels_lib.LabelStoreWriter(tmp_path / "bad", label_rate=50, num_classes=10) as writer:
+    for i in range(len(src)):
+      ex = src[i]
+      n = len(ex["audio"]) * 50 // 16000
+      writer.add(ex["id"].decode(), np.zeros(n // 2 if i == 0 else n, np.int32))  # first one is half length
+  bad = src[0]["id"].decode()
+  it = data.create_iterator(_cfg(espeak_data_dir, labels=str(tmp_path / "bad"), batch_size=70, min_seconds=0.0))
+  with pytest.raises(labels_lib.LabelLengthError, match=f"utterance '{bad}'.*labels at 50.0 Hz.*samples"):
+    next(it)
+
+
+def test_mixing_changes_inputs_but_not_targets(espeak_data_dir, time_labels):
+  plain = data.create_iterator(_cfg(espeak_data_dir, labels=time_labels[50]))
+  mixed = data.create_iterator(_cfg(espeak_data_dir, labels=time_labels[50], mix_prob=1.0, noise_prob=0.5))
+  changed = 0
+  for _ in range(4):
+    a, b = next(plain), next(mixed)
+    np.testing.assert_array_equal(a["id"], b["id"])
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+    np.testing.assert_array_equal(a["padding_mask"], b["padding_mask"])
+    assert b["mixed"].all() and not a["mixed"].any()
+    changed += int(np.sum(np.any(a["audio"] != b["audio"], axis=1)))
+  assert changed >= 12
+
+
+def test_exact_resume(espeak_data_dir, time_labels):
+  cfg = _cfg(espeak_data_dir, labels=time_labels[50], mix_prob=0.5, noise_prob=0.5, normalize=True, min_seconds=0.0)
+  it = data.create_iterator(cfg)
+  batches, states = [], []
+  for _ in range(30):  # more than an epoch (70 utterances / 4)
+    states.append(it.get_state())
+    batches.append(next(it))
+  for k in (0, 11, 25):
+    resumed = data.create_iterator(cfg)
+    resumed.set_state(states[k])
+    for j in range(k, min(k + 4, 30)):
+      got = next(resumed)
+      for key in ("audio", "padding_mask", "labels", "id", "mixed"):
+        np.testing.assert_array_equal(got[key], batches[j][key], err_msg=f"{key} at batch {j} after resume at {k}")
+  fresh = data.create_iterator(cfg)  # same config, same stream
+  np.testing.assert_array_equal(next(fresh)["audio"], batches[0]["audio"])
+  first_epoch = {u for b in batches[:17] for u in b["id"]}
+  assert len(first_epoch) == 68  # 17 batches of 4 distinct utterances: no repeats within an epoch
+
+
+def test_short_utterances_are_padded(espeak_data_dir):
+  it = data.create_iterator(_cfg(espeak_data_dir, crop_seconds=15.0, min_seconds=1.0))
+  batch = next(it)
+  assert batch["padding_mask"].any(axis=1).all()  # every tiny utterance is shorter than 15 s
+  assert not batch["audio"][batch["padding_mask"]].any()
+  valid = (~batch["padding_mask"]).sum(1)
+  assert (valid >= 16000).all()
+
+
+def test_global_arrays_on_a_mesh(espeak_data_dir):
+  cfg = _cfg(espeak_data_dir, batch_size=8)
+  batch = next(data.create_iterator(cfg))
+  mesh = Mesh(np.array(jax.devices()).reshape(8), ("data",))
+  arrays = data.to_global(batch, NamedSharding(mesh, P("data")))
+  assert set(arrays) == {"audio", "padding_mask", "mixed"}
+  assert arrays["audio"].shape == (8, 64000) and len(arrays["audio"].addressable_shards) == 8
+  np.testing.assert_array_equal(np.asarray(arrays["audio"]), batch["audio"])
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+  cfg = data.data_config(dataset="nope_dataset/x", data_dir=str(tmp_path), prepare=False)
+  with pytest.raises(FileNotFoundError, match="nope_dataset/x.*not prepared"):
+    data.create_iterator(cfg)
+  with pytest.raises(KeyError, match="unknown data config field 'crop_secs'"):
+    data.data_config(crop_secs=3)
