@@ -24,6 +24,8 @@ setup(
         "tensorflow-datasets>=4.9.10",
         "tensorflow-cpu>=2.20",  # TFDS needs TensorFlow to build (serialise) datasets
         "importlib_resources",
+        "matplotlib>=3.8",
+        "tqdm>=4.60",
         "grain>=0.2.18",
         "array-record>=0.8",
         "numpy>=2.0",

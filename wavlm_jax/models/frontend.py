@@ -41,9 +41,11 @@ class ConvBlock(nnx.Module):
     else:
       self.norm = None
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
     x = self.conv(x)
-    if self.norm is not None:
+    if isinstance(self.norm, layers.ChannelNorm):
+      x = self.norm(x, valid)
+    elif self.norm is not None:
       x = self.norm(x)
     return layers.gelu(x)
 
@@ -65,10 +67,18 @@ class FeatureExtractor(nnx.Module):
     self.conv_layers = nnx.List(blocks)
     self.dtype = config.dtype
 
-  def __call__(self, waveforms: jax.Array) -> jax.Array:
+  def __call__(self, waveforms: jax.Array, padding_mask: jax.Array | None = None) -> jax.Array:
+    """padding_mask (B, N), True = padding: if given, GroupNorm statistics cover valid frames only, so
+    the valid frames equal those of the unpadded utterance. (transformers and fairseq include padding in
+    the statistics; pass None for parity with them.)"""
     x = waveforms[..., None].astype(layers.compute_dtype(self.dtype))
+    num_valid = None if padding_mask is None else jnp.sum(~padding_mask, axis=-1)
     for block in self.conv_layers:
-      x = block(x)
+      valid = None
+      if num_valid is not None:
+        num_valid = (num_valid - block.conv.kernel.shape[0]) // block.conv.stride + 1
+        valid = jnp.arange((x.shape[1] - block.conv.kernel.shape[0]) // block.conv.stride + 1)[None] < num_valid[:, None]
+      x = block(x, valid)
     return x
 
 

@@ -43,11 +43,11 @@ class Dense(nnx.Module):
     return y
 
 
-def _normalize(x: jax.Array, axis, eps: float) -> jax.Array:
+def _normalize(x: jax.Array, axis, eps: float, where: jax.Array | None = None) -> jax.Array:
   # Two-pass variance (as PyTorch) rather than E[x^2] - E[x]^2, for parity and stability.
-  mean = jnp.mean(x, axis=axis, keepdims=True)
+  mean = jnp.mean(x, axis=axis, keepdims=True, where=where)
   centered = x - mean
-  var = jnp.mean(jnp.square(centered), axis=axis, keepdims=True)
+  var = jnp.mean(jnp.square(centered), axis=axis, keepdims=True, where=where)
   return centered * jax.lax.rsqrt(var + eps)
 
 
@@ -73,8 +73,10 @@ class ChannelNorm(nnx.Module):
     self.bias = param(rngs, zeros, (dim,), (axis_name,))
     self.eps = eps
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    y = _normalize(x.astype(jnp.float32), 1, self.eps)
+  def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """valid (B, T): if given, statistics over valid frames only (padding-invariant)."""
+    where = None if valid is None else valid[:, :, None]
+    y = _normalize(x.astype(jnp.float32), 1, self.eps, where)
     return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
 
 

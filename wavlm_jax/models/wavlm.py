@@ -41,14 +41,16 @@ class WavLM(nnx.Module):
 
   def __call__(self, waveforms: jax.Array, padding_mask: jax.Array | None = None, *,
                mask_time: jax.Array | None = None, apply_mask: bool = False, key: jax.Array | None = None,
-               collect: bool = True) -> Output:
+               collect: bool = True, padding_invariant: bool = False) -> Output:
     """Encodes waveforms (B, N) at 16 kHz; padding_mask (B, N) is True on padding samples.
 
     mask_time: a precomputed (B, T) frame mask to apply; otherwise `apply_mask` draws one (needs `key`).
     key: enables dropout, LayerDrop and channel masking (training). collect: keep every layer's output.
+    padding_invariant: GroupNorm statistics over valid frames only, so that padded utterances give
+      exactly their unpadded features (for feature extraction); the reference models include padding.
     """
     c = self.config
-    features = self.feature_extractor(waveforms)
+    features = self.feature_extractor(waveforms, padding_mask if padding_invariant else None)
     features = layers.scale_gradient(features, c.feature_grad_mult)
     features_pen = jnp.mean(jnp.square(features.astype(jnp.float32)))
     frame_valid = frontend.frame_valid_mask(padding_mask, features.shape[1], c)

@@ -1,0 +1,146 @@
+"""The tokenizer: MFCC features, sharded k-means, label stores and target-quality metrics, end to end on
+the embedded corpus."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tokenize_mfcc
+from wavlm_jax import checkpointing
+from wavlm_jax.data import labels as labels_lib
+from wavlm_jax.models import config as config_lib
+from wavlm_jax.models import params, wavlm
+from wavlm_jax.targets import features, kmeans, quality, tokenize
+
+
+def test_mfcc_shape_and_properties():
+  rng = np.random.default_rng(0)
+  x = 0.1 * rng.standard_normal(16000).astype(np.float32)
+  f = features.mfcc(x)
+  assert f.shape == ((16000 - 400) // 160 + 1, 39) and f.dtype == np.float32
+  assert features.mfcc(np.zeros(300, np.float32)).shape == (0, 39)
+  # Louder input shifts only c0 (log energy enters c0 through the DCT's constant row).
+  g = features.mfcc(4 * x)
+  assert np.allclose(g[:, 1:13], f[:, 1:13], atol=1e-3) and (g[:, 0] > f[:, 0]).all()
+  # A pure tone puts its energy in the Kaldi mel bin around its frequency.
+  t = np.arange(16000) / 16000
+  banks = features._kaldi_mel_banks()
+  for hz in (300, 1000, 3000):
+    spec = np.abs(np.fft.rfft(np.sin(2 * np.pi * hz * t[:400]) * np.hanning(400), 512)) ** 2
+    centre = 700 * (np.exp((np.arange(1, 24) * (1127 * np.log1p(8000 / 700) - 1127 * np.log1p(20 / 700)) / 24
+                            + 1127 * np.log1p(20 / 700)) / 1127) - 1)
+    assert abs(centre[np.argmax(banks @ spec[:256])] - hz) < 0.25 * hz
+
+
+def test_deltas_of_a_ramp():
+  ramp = np.arange(20, dtype=np.float64)[:, None] * np.array([[1.0, 2.0]])
+  d = features.deltas(ramp)
+  np.testing.assert_allclose(d[2:-2], np.tile([1.0, 2.0], (16, 1)))
+  np.testing.assert_allclose(features.deltas(d)[4:-4], 0.0, atol=1e-12)
+
+
+def _blobs(n=20000, k=16, d=8, seed=0):
+  rng = np.random.default_rng(seed)
+  centres = 6.0 * rng.standard_normal((k, d))
+  labels = rng.integers(0, k, n)
+  return (centres[labels] + rng.standard_normal((n, d))).astype(np.float32), centres
+
+
+def test_kmeans_recovers_blobs_and_is_deterministic():
+  x, centres = _blobs()
+  a = kmeans.fit(x, 16, seed=1, n_init=2)
+  b = kmeans.fit(x, 16, seed=1, n_init=2)
+  np.testing.assert_array_equal(a.centroids, b.centroids)
+  assert a.inertia / len(x) < 1.2 * x.shape[1]  # ~d: unit-variance noise around the true centres
+  nearest = np.min(np.linalg.norm(a.centroids[:, None] - centres[None], axis=-1), axis=1)
+  assert nearest.max() < 0.5
+  brute = np.argmin(((x[:, None] - a.centroids[None]) ** 2).sum(-1), axis=1)
+  np.testing.assert_array_equal(a.assign(x), brute)
+  assert jax.device_count() == 8  # the points really were sharded over 8 devices
+
+
+def test_empty_clusters_are_reseeded():
+  x, _ = _blobs(n=4000, k=4)
+  c = np.repeat(x[:1], 4, axis=0)  # four identical centroids: three clusters start empty
+  xs, ws = kmeans._shard_points(x, kmeans._mesh())
+  new, _, empty = kmeans._lloyd_step(xs, ws, jax.numpy.asarray(c))
+  assert int(empty) == 3
+  assert len(np.unique(np.asarray(new), axis=0)) == 4
+
+
+def test_streaming_matches_in_memory_and_roundtrip(tmp_path):
+  x, _ = _blobs(n=12000, k=8, seed=2)
+  full = kmeans.fit(x, 8, seed=0, n_init=1)
+  streamed = kmeans.fit_streaming(lambda: (x[i:i + 2500] for i in range(0, len(x), 2500)), 8, seed=0,
+                                  max_iter=50, init_points=5000)
+  assert streamed.inertia <= 1.05 * full.inertia
+  streamed.provenance["feature"] = "test"
+  streamed.save(tmp_path / "km")
+  loaded = kmeans.KMeans.load(tmp_path / "km")
+  np.testing.assert_array_equal(loaded.centroids, streamed.centroids)
+  assert loaded.provenance["feature"] == "test" and loaded.provenance["streaming"]
+
+
+def test_quality_invariants():
+  rng = np.random.default_rng(0)
+  ref = rng.integers(0, 40, 200_000)
+  acc = quality.QualityAccumulator(40, 40)
+  acc.add(ref, ref)
+  q = acc.result()
+  assert q.pnmi == pytest.approx(1.0) and q.phone_purity == pytest.approx(1.0) and q.cluster_purity == pytest.approx(1.0)
+  acc = quality.QualityAccumulator(40, 100)
+  acc.add(ref, rng.integers(0, 100, 200_000))
+  assert acc.result().pnmi < 0.01
+  acc = quality.QualityAccumulator(40, 100)
+  acc.add(ref[:100], rng.integers(0, 100, 97))
+  assert acc.result().frame_diff_total == 3 and acc.result().frames == 97
+  hist = np.zeros(10, np.int64)
+  hist[0] = 80
+  hist[1] = 20
+  warnings = quality.degenerate_warnings(hist, 10)
+  assert any("80%" in w for w in warnings) and any("only 2 of 10" in w for w in warnings)
+
+
+@pytest.mark.slow
+def test_tokenize_end_to_end_on_the_embedded_corpus(espeak_data_dir, tmp_path, capsys):
+  cfg = tokenize_mfcc.get_config("tiny")
+  cfg.data_dir, cfg.workdir, cfg.n_init = espeak_data_dir, str(tmp_path / "tok"), 1
+  tokenize.run(cfg)
+  out = capsys.readouterr().out
+  assert "PNMI" in out and "WARNING" not in out
+  report = json.loads((tmp_path / "tok" / "report_validation.json").read_text())
+  assert (tmp_path / "tok" / "report_validation.png").stat().st_size > 10_000
+  assert report["frame_diff_max"] <= 1  # label rate and alignment agree
+  # Random clusters with the same histogram on the same frames: the MFCC units must be far better.
+  store = labels_lib.LabelStore(tmp_path / "tok" / "labels" / "validation")
+  assert store.label_rate == 100 and store.num_classes == 100 and store.provenance["feature"] == "mfcc"
+  joint = np.array(report["cluster_histogram"])
+  assert report["pnmi"] > 0.3 and report["clusters_used"] > 50 and joint.sum() == report["frames"]
+  rng = np.random.default_rng(0)
+  acc = quality.QualityAccumulator(100, 100)
+  import tensorflow_datasets as tfds
+  src = tfds.data_source("espeak_speech/tiny", split="validation", data_dir=espeak_data_dir)
+  for i in range(len(src)):
+    ex = src[i]
+    hyp = store[ex["id"].decode()]
+    acc.add(tokenize.reference_at_rate(ex["phone_alignment"], 100, len(hyp)), rng.permutation(hyp))
+  assert report["pnmi"] > 3 * acc.result().pnmi
+
+
+def test_hidden_features_are_unnormalised_layer_outputs(tmp_path):
+  config = config_lib.model_card("tiny", layer_norm_first=True, num_layers=3)
+  model = wavlm.build(config, seed=0)
+  checkpointing.save_model(tmp_path / "m", params.get_params(model), config)
+  rng = np.random.default_rng(0)
+  waves = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (16000, 23456, 9000)]
+  feats = features.HiddenFeatures(tmp_path / "m", layer=2, batch_size=2, max_chunk=20000)(waves)
+  for w, f in zip(waves, feats):
+    pieces = [w[s:s + 20000] for s in range(0, len(w), 20000)]
+    expect = np.concatenate([np.asarray(model(jax.numpy.asarray(p[None])).layer_outputs[2])[0] for p in pieces])
+    assert f.shape == expect.shape
+    np.testing.assert_allclose(f, expect, atol=2e-4)
+  with pytest.raises(ValueError, match="layer 4 is out of range"):
+    features.HiddenFeatures(tmp_path / "m", layer=4)
