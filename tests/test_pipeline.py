@@ -145,3 +145,14 @@ def test_unknown_dataset_is_a_clear_error(tmp_path):
     data.create_iterator(cfg)
   with pytest.raises(KeyError, match="unknown data config field 'crop_secs'"):
     data.data_config(crop_secs=3)
+
+
+def test_multi_host_batches_are_rows_of_the_single_host_batch(espeak_data_dir, time_labels):
+  cfg = _cfg(espeak_data_dir, labels=time_labels[50], min_seconds=0.0, batch_size=6)
+  single = data.create_iterator(cfg, process_index=0, process_count=1)
+  hosts = [data.create_iterator(cfg, process_index=p, process_count=3) for p in range(3)]
+  for _ in range(15):  # past the first epoch
+    whole = next(single)
+    parts = [next(h) for h in hosts]
+    for key in ("audio", "labels", "id", "padding_mask"):
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])

@@ -1,12 +1,14 @@
 """The input pipeline: Grain over TFDS ArrayRecord data sources, one shard per host.
 
-    source -> host shard -> global shuffle (new order every epoch) -> repeat
+    source -> global shuffle (new order every epoch) -> repeat
            -> decode, random crop or pad to a fixed length, join labels       (per example, seeded)
-           -> drop too-short utterances -> batch
-           -> utterance / noise mixing, waveform normalisation                 (per batch, seeded)
+           -> this host's rows of each global batch -> drop too-short utterances -> batch
+           -> utterance / noise mixing, waveform normalisation                 (per host batch, seeded)
 
-Every random choice derives from (seed, index): crops from the example's index in the repeated
-stream, mixing from (seed, batch index, host). The iterator state (Grain's) is small JSON; restoring it
+Every host reads only its own examples (disjoint, together covering each epoch), and a multi-host
+run sees the same global batches as a single-host run. Every random choice derives from (seed, index):
+crops from the example's global index, mixing from (seed, batch index, host); utterance-mixing
+partners come from the host's own rows of the batch. The iterator state (Grain's) is small JSON; restoring it
 yields exactly the next batch. Shapes are static: audio is cropped to `crop_seconds` and shorter
 utterances (at least `min_seconds`) are zero-padded with `padding_mask` True on the padding. (fairseq
 instead crops each batch to its shortest utterance, which needs a new shape per batch.)
@@ -159,19 +161,40 @@ def host_batch_size(cfg, process_count: int) -> int:
   return cfg.batch_size // process_count
 
 
+class _HostSlice(grain.MapDataset):
+  """This host's rows of every global batch: element j is global element
+  (j // local) * global + offset + j % local. All hosts see the same global shuffled stream, so a
+  multi-host run reads exactly the batches of a single-host run, split by rows."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, local_batch: int, offset: int):
+    super().__init__(parent)
+    self._global, self._local, self._offset = global_batch, local_batch, offset
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._local)
+    return self._parent[batch * self._global + self._offset + row]
+
+  def __str__(self) -> str:
+    return f"HostSlice(global={self._global}, local={self._local}, offset={self._offset})"
+
+
 def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """The per-host Grain dataset of batches (dicts of NumPy arrays)."""
   source = open_source(cfg)
   store = labels_lib.LabelStore(cfg.labels) if cfg.labels else None
+  local = host_batch_size(cfg, process_count)
   ds = grain.MapDataset.source(source)
-  if len(ds) < process_count:
-    raise ValueError(f"{cfg.dataset}/{cfg.split} has {len(ds)} examples for {process_count} hosts")
-  ds = ds[process_index::process_count]  # disjoint shards covering the split
-  ds = ds.shuffle(seed=cfg.seed).repeat()
-  ds = ds.random_map(_Example(cfg, store), seed=cfg.seed)
+  ds = ds.shuffle(seed=cfg.seed).repeat()  # the same global order on every host, reshuffled every epoch
+  ds = ds.random_map(_Example(cfg, store), seed=cfg.seed)  # crops seeded by the global index
+  ds = _HostSlice(ds, cfg.batch_size, local, process_index * local)
   ds = ds.filter(lambda e: e is not None)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch))
-  it = it.batch(host_batch_size(cfg, process_count), drop_remainder=True)
+  it = it.batch(local, drop_remainder=True)
   return it.map_with_index(_Mix(cfg, _noises(cfg), process_index))
 
 

@@ -117,3 +117,28 @@ def flatten(tree: Mapping, prefix: str = "") -> dict:
 def count(model_or_flat) -> int:
   flat = model_or_flat if isinstance(model_or_flat, Mapping) else param_shapes(model_or_flat)
   return int(sum(np.prod(np.shape(v) if not isinstance(v, tuple) else v) for v in flat.values()))
+
+
+class Binder:
+  """Binds a model's structure to plain parameter trees: nested dicts with string keys ("wavlm" ->
+  "encoder" -> ...), which optax, Orbax and sharding specs handle without knowing about NNX. Works on
+  abstract models and inside jit."""
+
+  def __init__(self, model: nnx.Module):
+    self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+    self._flat = list(nnx.to_flat_state(params))
+    self.keys = ["/".join(map(str, path)) for path, _ in self._flat]
+    self.logical_axes = {k: tuple(v.get_metadata().get("logical_axes", ())) for k, (_, v) in zip(self.keys, self._flat)}
+    self.shapes = {k: tuple(v.shape) for k, (_, v) in zip(self.keys, self._flat)}
+
+  def tree(self, model: nnx.Module) -> dict:
+    """The model's parameter values as a nested string-keyed dict."""
+    values = param_variables(model)
+    return nest({k: values[k][...] for k in self.keys})
+
+  def model(self, tree: Mapping) -> nnx.Module:
+    """A model carrying the values of `tree` (which must have exactly this model's parameters)."""
+    flat = flatten(tree)
+    state = nnx.from_flat_state([(path, var.replace(value=flat[key]))
+                                 for key, (path, var) in zip(self.keys, self._flat)])
+    return nnx.merge(self.graphdef, state, self.rest)

@@ -100,9 +100,13 @@ def _update(c, sums, counts, x, far_dist):
   k = c.shape[0]
   new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], c)
   empty = counts <= 0
-  _, far = jax.lax.top_k(far_dist, k)
-  slot = jnp.cumsum(empty) - 1  # the j-th empty cluster takes the j-th farthest point
-  return jnp.where(empty[:, None], x[far[jnp.clip(slot, 0, k - 1)]], new)
+
+  def reseed(new):
+    _, far = jax.lax.top_k(far_dist, k)
+    slot = jnp.cumsum(empty) - 1  # the j-th empty cluster takes the j-th farthest point
+    return jnp.where(empty[:, None], x[far[jnp.clip(slot, 0, k - 1)]], new)
+
+  return jax.lax.cond(jnp.any(empty), reseed, lambda new: new, new)
 
 
 @jax.jit
@@ -126,7 +130,10 @@ def kmeans_plus_plus(x, w, k: int, key, trials: int | None = None) -> jax.Array:
     def body(j, carry):
       c, d, key = carry
       key, sub = jax.random.split(key)
-      cand = jax.random.categorical(sub, jnp.log(jnp.maximum(d * w, 1e-30)), shape=(trials,))
+      # D^2 sampling by inverting the cumulative distribution (cheaper than Gumbel noise over n points).
+      cdf = jnp.cumsum(d * w)
+      u = jax.random.uniform(sub, (trials,)) * cdf[-1]
+      cand = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), x.shape[0] - 1)
       new_d = jnp.minimum(d[None, :], _sq_distances(x, x[cand]).T)  # (trials, n)
       best = jnp.argmin(jnp.sum(new_d * w[None, :], axis=1))
       return c.at[j].set(x[cand[best]]), new_d[best], key
@@ -138,16 +145,21 @@ def kmeans_plus_plus(x, w, k: int, key, trials: int | None = None) -> jax.Array:
 
 
 def fit(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 3, max_iter: int = 100, tol: float = 1e-6,
-        provenance: dict | None = None, log: Callable[[str], None] | None = None) -> KMeans:
-  """Fits k-means to in-memory points x (n, d): best of `n_init` k-means++ + Lloyd runs."""
+        init_size: int | None = None, provenance: dict | None = None,
+        log: Callable[[str], None] | None = None) -> KMeans:
+  """Fits k-means to in-memory points x (n, d): best of `n_init` k-means++ + Lloyd runs. The seeding
+  runs on a random sample of `init_size` points (default max(50,000, 20 k), as scikit-learn's
+  MiniBatchKMeans seeds on a sample); Lloyd then uses every point."""
   x = np.asarray(x, np.float32)
   if len(x) < k:
     raise ValueError(f"{len(x)} points cannot make {k} clusters")
   mesh = _mesh()
   xs, ws = _shard_points(x, mesh)
+  init_size = min(len(x), init_size or max(50_000, 20 * k))
   best = None
   for run in range(n_init):
-    c = kmeans_plus_plus(xs, ws, k, jax.random.key(seed * 1000 + run))
+    sample = np.sort(np.random.default_rng([seed, run]).permutation(len(x))[:init_size])
+    c = kmeans_plus_plus(*_shard_points(x[sample], mesh), k, jax.random.key(seed * 1000 + run))
     previous = np.inf
     for it in range(1, max_iter + 1):
       c, inertia, _ = _lloyd_step(xs, ws, c)

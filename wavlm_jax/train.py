@@ -1,0 +1,395 @@
+"""THE pretraining trainer: HuBERT/WavLM masked prediction, WavLM denoising (mixing in the input
+pipeline) and ILS-SSL intermediate-layer losses, one jitted step over a named device mesh.
+
+    python -m wavlm_jax.train --config configs/tiny.py --workdir runs/tiny
+    python -m wavlm_jax.train --config configs/wavlm_base.py --workdir gs://bucket/wavlm_base \
+        --config.mesh.fsdp=8 --config.optim.peak_lr=5e-4
+
+Read top to bottom: config -> distributed -> mesh -> data -> model and optimizer (built sharded) ->
+restore -> step -> loop -> finish. A restarted run resumes from the workdir's latest checkpoint; SIGTERM
+(preemption) saves and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import json  # noqa: E402
+import math  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, NamedTuple  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+from wavlm_jax import checkpointing, data, metrics as metrics_lib, optim, sharding  # noqa: E402
+from wavlm_jax.data import labels as labels_lib  # noqa: E402
+from wavlm_jax.models import losses, params as params_lib, wavlm  # noqa: E402
+
+
+class NonFiniteError(RuntimeError):
+  """Too many non-finite steps in a row."""
+
+
+def log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+# ================================================================================================
+# Distributed
+# ================================================================================================
+def maybe_initialize_distributed(cfg) -> None:
+  """jax.distributed.initialize() when the config or the environment asks for it (SLURM, TPU pods and
+  explicit coordinator settings; CPU processes use the gloo collectives)."""
+  d = cfg.distributed
+  env = os.environ
+  explicit = bool(d.coordinator or env.get("JAX_COORDINATOR_ADDRESS"))
+  auto = d.enabled or explicit or ("SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1)
+  if not auto or jax.distributed.is_initialized():
+    return
+  if d.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
+  if explicit:
+    jax.distributed.initialize(coordinator_address=d.coordinator or env["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(d.num_processes or env.get("JAX_NUM_PROCESSES", 1)),
+                               process_id=int(d.process_id if d.process_id >= 0 else env.get("JAX_PROCESS_ID", 0)))
+  else:
+    jax.distributed.initialize()
+
+
+# ================================================================================================
+# Data and labels
+# ================================================================================================
+def ensure_labels(cfg) -> str:
+  """The label store path; runs the tokenizer first if the store is absent and the config has one."""
+  path = cfg.data.labels
+  if path and (Path(path) / "meta.json").is_file():
+    return path
+  if not cfg.get("tokenizer"):
+    raise FileNotFoundError(f"config.data.labels={path!r} is not a label store and config.tokenizer is unset; "
+                            "make labels with `python -m wavlm_jax.targets.tokenize`")
+  from wavlm_jax.targets import tokenize
+
+  tok = cfg.tokenizer
+  store = Path(tok.workdir) / "labels" / cfg.data.split
+  if not (store / "meta.json").is_file():
+    if jax.process_index() == 0:
+      log(f"no labels at {store}: running the tokenizer ({tok.feature}, k={tok.k}) first")
+      tokenize.run(tok)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("tokenizer")
+  return str(store)
+
+
+# ================================================================================================
+# The train step
+# ================================================================================================
+def head_names(model_cfg) -> list[str]:
+  return [f"layer{l}" for l in model_cfg.predict_layers] if model_cfg.predict_layers else ["top"]
+
+
+def make_loss_fn(binder: params_lib.Binder, cfg, label_rate: float):
+  mcfg, lcfg = cfg.model, cfg.loss
+  names = head_names(mcfg)
+
+  def loss_fn(params, batch, key):
+    model = binder.model(params)
+    out = model(batch["audio"], batch["padding_mask"], apply_mask=True, key=key, collect=bool(mcfg.predict_layers))
+    logits = model.label_logits(out)
+    t = out.last_hidden_state.shape[1]
+    targets = losses.frame_targets(batch["labels"], t, label_rate)
+    valid = jnp.ones(targets.shape, bool) if out.frame_valid is None else out.frame_valid
+    masked, unmasked = out.mask_time & valid, ~out.mask_time & valid
+    total = lcfg.feature_pen_weight * out.features_pen
+    aux = {"features_pen": out.features_pen}
+    for name, lg in zip(names, logits):
+      ce_m, n_m, ok_m = losses.prediction_loss(lg, targets, masked)
+      ce_u, n_u, ok_u = losses.prediction_loss(lg, targets, unmasked)
+      loss_m, loss_u = ce_m / jnp.maximum(n_m, 1), ce_u / jnp.maximum(n_u, 1)
+      total = total + lcfg.masked_weight * loss_m + lcfg.unmasked_weight * loss_u
+      aux |= {f"loss_masked/{name}": loss_m, f"loss_unmasked/{name}": loss_u,
+              f"acc_masked/{name}": ok_m / jnp.maximum(n_m, 1), f"acc_unmasked/{name}": ok_u / jnp.maximum(n_u, 1)}
+    last = names[-1]
+    aux |= {"acc_masked": aux[f"acc_masked/{last}"], "acc_unmasked": aux[f"acc_unmasked/{last}"],
+            "masked_frames": jnp.sum(masked & (targets >= 0)), "target_entropy": _entropy(targets, masked, mcfg)}
+    return total, aux
+
+  return loss_fn
+
+
+def _entropy(targets, select, mcfg):
+  """Entropy (bits) of the histogram of targets at the selected frames."""
+  hist = jnp.sum(jax.nn.one_hot(jnp.where(select, targets, -1), mcfg.num_label_classes), axis=(0, 1))
+  p = hist / jnp.maximum(jnp.sum(hist), 1)
+  return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1)), 0))
+
+
+def make_train_step(binder, cfg, tx, schedule, label_rate, mesh, rules):
+  """The pure step (state, batch) -> (state, metrics). Non-finite loss or gradients skip the update."""
+  loss_fn = make_loss_fn(binder, cfg, label_rate)
+  base_key = jax.random.key(cfg.seed)
+
+  def step(state, batch):
+    key = jax.random.fold_in(base_key, state["step"])  # per-step randomness from (seed, step)
+    with sharding.use(mesh, rules):
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new_params = optax.apply_updates(state["params"], updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = {
+        "params": keep(new_params, state["params"]),
+        "opt_state": keep(opt_state, state["opt_state"]),
+        "step": state["step"] + 1,
+        "bad_streak": jnp.where(finite, 0, state["bad_streak"] + 1),
+        "skipped": state["skipped"] + (~finite).astype(jnp.int32),
+    }
+    metrics = {"loss": loss, "learning_rate": schedule(state["step"]), "grad_norm": grad_norm,
+               "param_norm": optax.global_norm(new_state["params"]),
+               "update_norm": jnp.where(finite, optax.global_norm(updates), 0.0),
+               "nonfinite": (~finite).astype(jnp.int32), "bad_streak": new_state["bad_streak"],
+               "skipped_steps": new_state["skipped"], **aux}
+    return new_state, metrics
+
+  return step
+
+
+def _opt_specs(opt_abstract, param_specs_flat):
+  """Optimizer-state specs: leaves that mirror a parameter take its spec; counters are replicated."""
+  def spec(path, leaf):
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return param_specs_flat.get("/".join(map(str, keys)), P())
+  return jax.tree_util.tree_map_with_path(spec, opt_abstract)
+
+
+# ================================================================================================
+# Training
+# ================================================================================================
+BATCH_KEYS = ("audio", "padding_mask", "labels")
+
+
+class Run(NamedTuple):
+  binder: params_lib.Binder
+  schedule: optax.Schedule
+  abstract_state: dict  # ShapeDtypeStructs carrying their shardings (the restore target)
+  state_sharding: dict
+  init: Callable[[], dict]  # jitted: builds the state directly sharded
+  step: Callable  # jitted, state donated: (state, batch) -> (state, metrics)
+
+
+def build(cfg, mesh, rules, label_rate: float) -> Run:
+  """The sharded train state and the jitted step for `cfg` on `mesh`. Parameters and optimizer state
+  are created by a jitted init with out_shardings, never materialised on one device."""
+  binder = params_lib.Binder(wavlm.abstract(cfg.model))
+  total_steps = cfg.total_steps
+  schedule = optim.schedule(cfg.optim, total_steps)
+  tx = optim.optimizer(cfg.optim, total_steps)
+
+  def init_state():
+    params = binder.tree(wavlm.Model(cfg.model, rngs=nnx.Rngs(cfg.seed)))
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+            "bad_streak": jnp.zeros((), jnp.int32), "skipped": jnp.zeros((), jnp.int32)}
+
+  abstract = jax.eval_shape(init_state)
+  param_specs = {k: sharding.spec_for(binder.logical_axes[k], binder.shapes[k], mesh, rules) for k in binder.keys}
+  specs = {"params": params_lib.nest(param_specs), "opt_state": _opt_specs(abstract["opt_state"], param_specs),
+           "step": P(), "bad_streak": P(), "skipped": P()}
+  state_sharding = sharding.named(mesh, specs)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+  batch_sharding = NamedSharding(mesh, P(sharding.BATCH))
+  step_fn = make_train_step(binder, cfg, tx, schedule, label_rate, mesh, rules)
+  step = jax.jit(step_fn, in_shardings=(state_sharding, {k: batch_sharding for k in BATCH_KEYS}),
+                 out_shardings=(state_sharding, None), donate_argnums=0)
+  return Run(binder, schedule, abstract, state_sharding, jax.jit(init_state, out_shardings=state_sharding), step)
+
+
+def train(cfg, workdir: str) -> dict:
+  """Runs (or resumes) the configured training in `workdir`; returns the final summary."""
+  # ---- Config --------------------------------------------------------------------------------
+  maybe_initialize_distributed(cfg)
+  workdir = os.path.abspath(workdir)
+  if jax.process_index() == 0:
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+  total_steps = cfg.total_steps
+
+  # ---- Mesh ----------------------------------------------------------------------------------
+  mesh = sharding.make_mesh(cfg.mesh)
+  rules = sharding.rules_for(cfg.sharding)
+  batch_sharding = NamedSharding(mesh, P(sharding.BATCH))
+  log(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices ({jax.process_count()} processes), "
+      f"sharding preset {cfg.sharding!r}")
+
+  # ---- Data ----------------------------------------------------------------------------------
+  labels_path = ensure_labels(cfg)
+  store = labels_lib.LabelStore(labels_path)
+  if store.num_classes > cfg.model.num_label_classes:
+    raise ValueError(f"label store {labels_path} has {store.num_classes} classes but "
+                     f"config.model.num_label_classes={cfg.model.num_label_classes}")
+  data_cfg = cfg.data.copy_and_resolve_references()
+  with data_cfg.unlocked():
+    data_cfg.labels = labels_path
+  iterator = data.create_iterator(data_cfg)
+  audio_seconds_per_step = cfg.data.batch_size * cfg.data.crop_seconds
+
+  # ---- Model and optimizer, built sharded ------------------------------------------------------
+  run = build(cfg, mesh, rules, store.label_rate)
+
+  # ---- Restore ------------------------------------------------------------------------------
+  ckpt = checkpointing.TrainCheckpointer(Path(workdir) / "checkpoints", every=cfg.checkpoint.every_steps,
+                                         keep=cfg.checkpoint.keep, keep_period=cfg.checkpoint.keep_period,
+                                         asynchronous=cfg.checkpoint.asynchronous)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, data_state = ckpt.restore(latest, run.abstract_state)
+    iterator.set_state(data_state)
+    log(f"resumed from {workdir}/checkpoints at step {latest}")
+  else:
+    state = run.init()
+    if cfg.init_from:
+      state = _warm_start(state, cfg, run.state_sharding)
+  start_step = int(state["step"])
+
+  # ---- Step ---------------------------------------------------------------------------------
+  def next_batch():
+    host = next(iterator)
+    return host, data.to_global({k: host[k] for k in BATCH_KEYS}, batch_sharding)
+
+  host_batch, batch = next_batch()
+  compiled = run.step.lower(state, batch).compile()  # once, ahead of the loop; also gives the FLOPs
+  step_flops = metrics_lib.compiled_flops(compiled)
+  peak = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
+  log(f"step compiled: {step_flops / 1e9:.2f} GFLOP per step; peak {peak / 1e12:.2f} TFLOP/s over all devices")
+
+  # ---- Loop ---------------------------------------------------------------------------------
+  writer = metrics_lib.Writer(workdir, enabled=jax.process_index() == 0)
+  progress = metrics_lib.Progress(total_steps, start_step)
+  stop = {"signal": None}
+  previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+  pending = None
+  history: list[dict] = []
+  step = start_step
+  last_time = time.perf_counter()
+  status = "finished"
+  try:
+    while step < total_steps:
+      data_state = iterator.get_state()  # the iterator position *after* this step's batch
+      state, step_metrics = compiled(state, batch)
+      step += 1
+      if pending is not None:  # fetch the previous step's metrics while this one runs
+        _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step)
+      now = time.perf_counter()
+      pending = (step, step_metrics, now - last_time if step > start_step + 1 else 0.0, host_batch)
+      last_time = now
+      if int(pending[1]["bad_streak"]) >= cfg.nan_patience:
+        raise NonFiniteError(f"{cfg.nan_patience} non-finite steps in a row at step {step}; stopping. "
+                             f"The last good checkpoint is step {ckpt.latest_step()} in {workdir}/checkpoints.")
+      preempted = _preempted(stop, step)
+      if step % cfg.checkpoint.every_steps == 0 or preempted or step == total_steps:
+        ckpt.save(step, state, data_state, cfg.to_dict(), force=True)
+      if preempted:
+        status = "preempted"
+        log(f"signal {stop['signal']}: saved a checkpoint at step {step} and stopping; rerun the same command "
+            "to resume")
+        break
+      if step < total_steps:
+        host_batch, batch = next_batch()
+    if pending is not None:
+      _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step, force=True)
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+    ckpt.close()
+    writer.close()
+
+  # ---- Finish -------------------------------------------------------------------------------
+  summary = {"status": status, "step": step, "workdir": workdir, "label_rate": store.label_rate,
+             "num_label_classes": cfg.model.num_label_classes,
+             "chance_accuracy": 1.0 / max(store.num_classes, 1)}
+  if history:
+    first, last = history[0], history[-1]
+    summary |= {"first_loss": first["loss"], "final_loss": last["loss"], "first_acc_masked": first["acc_masked"],
+                "final_acc_masked": last["acc_masked"], "final_acc_unmasked": last["acc_unmasked"],
+                "skipped_steps": int(last["skipped_steps"])}
+  if status == "finished" and jax.process_index() == 0:
+    params = jax.device_get(state["params"])
+    checkpointing.save_model(Path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
+    summary["model"] = str(Path(workdir) / "model")
+  if jax.process_index() == 0:
+    (Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    log("summary: " + json.dumps(summary))
+  return summary
+
+
+def _preempted(stop, step) -> bool:
+  """True on every process once any process received SIGTERM (checked collectively on multi-host)."""
+  local = stop["signal"] is not None
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.array([local]))))
+
+
+def _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step, force=False):
+  step, device_metrics, seconds, host_batch = pending
+  m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+  if seconds > 0:  # the first step has no previous dispatch to time against
+    m["steps_per_second"] = 1.0 / seconds
+    m["audio_seconds_per_second"] = audio_seconds_per_step / seconds
+    m["mfu"] = step_flops / seconds / peak if peak > 0 else 0.0
+  history.append({"step": step, **m})
+  if step % cfg.log_every == 0 or force or step == 1:
+    writer.scalars(step, m)
+    log(progress.line(step, m))
+  if cfg.audio_every and step % cfg.audio_every == 0 and host_batch.get("mixed") is not None:
+    mixed = np.flatnonzero(host_batch["mixed"])[:2]
+    writer.audio(step, {f"mixed_input/{i}": host_batch["audio"][r] for i, r in enumerate(mixed)})
+
+
+def _warm_start(state, cfg, state_sharding):
+  """Parameters from a model directory (e.g. a converted released WavLM); heads it lacks stay fresh."""
+  flat = checkpointing.load_flat_params(cfg.init_from, cfg.model)
+  current = params_lib.flatten(state["params"])
+  taken, fresh = [], []
+  for key, value in current.items():
+    if key in flat:
+      if tuple(flat[key].shape) != tuple(value.shape):
+        raise ValueError(f"init_from {cfg.init_from}: {key} has shape {flat[key].shape}, the model wants {value.shape}")
+      current[key] = flat[key]
+      taken.append(key)
+    else:
+      fresh.append(key)
+  log(f"warm start from {cfg.init_from}: {len(taken)} tensors loaded, {len(fresh)} initialised fresh "
+      f"({sorted({k.split('/')[0] for k in fresh}) or 'none'})")
+  state = dict(state, params=params_lib.nest(current))
+  return jax.device_put(state, state_sharding)
+
+
+# ================================================================================================
+# Command line
+# ================================================================================================
+def main(argv):
+  from absl import flags
+
+  del argv
+  train(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "run recipe (configs/*.py)", lock_config=True)
+  flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs and metrics.jsonl go here")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
