@@ -52,3 +52,37 @@ def run_config(model, data=None, **top):
   for key, value in top.items():
     c[key] = value
   return c
+
+
+def parse_arg(arg, known):
+  """'it1,runlocal' -> {'it1', 'runlocal'}; unknown words are an error naming them."""
+  words = {w.strip() for w in (arg or "").split(",") if w.strip()}
+  unknown = words - set(known)
+  if unknown:
+    raise ValueError(f"unknown recipe argument(s) {sorted(unknown)}; known: {sorted(known)}")
+  return words
+
+
+def runlocal(c):
+  """Shrinks a recipe to run on a laptop CPU: the tiny card's sizes on the embedded corpus."""
+  from configs import tokenize_mfcc
+  from wavlm_jax.models.config import CARDS
+
+  with c.unlocked():
+    for key in ("conv_dim", "embed_dim", "ffn_dim", "num_heads", "conv_pos", "conv_pos_groups", "num_buckets",
+                "max_distance", "final_dim"):
+      c.model[key] = CARDS["tiny"][key]
+    c.model.num_layers = min(c.model.num_layers, 2)
+    if c.model.predict_layers:
+      c.model.predict_layers = (1, 2)
+    c.model.num_label_classes = 100
+    c.data.dataset, c.data.data_dir, c.data.labels = "espeak_speech/tiny", "", ""
+    c.data.crop_seconds, c.data.min_seconds, c.data.batch_size = 2.0, 1.0, 8
+    c.data.noise = "synthetic"
+    c.tokenizer = tokenize_mfcc.get_config("tiny")
+    c.tokenizer.n_init = 1
+    c.total_steps, c.log_every = 50, 10
+    c.checkpoint.every_steps = 25
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
+    c.sharding = "dp"
+  return c

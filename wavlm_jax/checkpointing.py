@@ -28,6 +28,14 @@ CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 
 
+def _local_checkpointer() -> ocp.StandardCheckpointer:
+  """A checkpointer private to this process (no cross-host barriers): model directories hold plain
+  host arrays and are written and read by one process at a time."""
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(
+      multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
+
+
 def save_model(directory: str | os.PathLike, flat_params: Mapping[str, np.ndarray], config, *,
                overwrite: bool = False) -> Path:
   """Writes parameters (flat, either layer layout) and config as a model directory, atomically."""
@@ -42,7 +50,7 @@ def save_model(directory: str | os.PathLike, flat_params: Mapping[str, np.ndarra
   tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
   try:
     tmp.mkdir()
-    with ocp.StandardCheckpointer() as ckptr:
+    with _local_checkpointer() as ckptr:
       ckptr.save(tmp / PARAMS_DIR, params_lib.nest({k: np.asarray(v, np.float32) for k, v in flat.items()}))
       ckptr.wait_until_finished()
     (tmp / CONFIG_FILE).write_text(model_config_lib.to_json(config))
@@ -71,7 +79,7 @@ def load_flat_params(directory: str | os.PathLike, config=None) -> dict[str, np.
   """The stored parameters as a flat mapping in the layout of `config` (default: the stored one)."""
   directory = Path(directory).absolute()
   stored = load_config(directory)
-  with ocp.StandardCheckpointer() as ckptr:
+  with _local_checkpointer() as ckptr:
     target = {k: jax.ShapeDtypeStruct(s, np.float32)
               for k, s in params_lib.param_shapes(wavlm.abstract(stored)).items()}
     tree = ckptr.restore(directory / PARAMS_DIR, params_lib.nest(target))

@@ -72,7 +72,7 @@ class Writer:
 
   def audio(self, step: int, clips: Mapping[str, np.ndarray], sample_rate: int = 16000) -> None:
     if self.enabled and clips:
-      self._tb.write_audios(step, {k: np.asarray(v)[..., None] for k, v in clips.items()}, sample_rate=sample_rate)
+      self._tb.write_audios(step, {k: np.asarray(v)[None, :, None] for k, v in clips.items()}, sample_rate=sample_rate)
 
   def close(self) -> None:
     if self.enabled:

@@ -155,7 +155,8 @@ def make_train_step(binder, cfg, tx, schedule, label_rate, mesh, rules):
         "bad_streak": jnp.where(finite, 0, state["bad_streak"] + 1),
         "skipped": state["skipped"] + (~finite).astype(jnp.int32),
     }
-    metrics = {"loss": loss, "learning_rate": schedule(state["step"]), "grad_norm": grad_norm,
+    # optax advances its schedule only on applied updates; report the rate this step used.
+    metrics = {"loss": loss, "learning_rate": schedule(state["step"] - state["skipped"]), "grad_norm": grad_norm,
                "param_norm": optax.global_norm(new_state["params"]),
                "update_norm": jnp.where(finite, optax.global_norm(updates), 0.0),
                "nonfinite": (~finite).astype(jnp.int32), "bad_streak": new_state["bad_streak"],
@@ -288,13 +289,16 @@ def train(cfg, workdir: str) -> dict:
       state, step_metrics = compiled(state, batch)
       step += 1
       if pending is not None:  # fetch the previous step's metrics while this one runs
-        _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step)
+        m = _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step)
+        if m["bad_streak"] >= cfg.nan_patience:
+          ckpt.wait()
+          raise NonFiniteError(
+              f"{cfg.nan_patience} non-finite steps in a row (loss or gradients), the last at step {pending[0]}; "
+              f"stopping. Non-finite updates were skipped, so the last good checkpoint is step "
+              f"{ckpt.latest_step()} in {workdir}/checkpoints.")
       now = time.perf_counter()
       pending = (step, step_metrics, now - last_time if step > start_step + 1 else 0.0, host_batch)
       last_time = now
-      if int(pending[1]["bad_streak"]) >= cfg.nan_patience:
-        raise NonFiniteError(f"{cfg.nan_patience} non-finite steps in a row at step {step}; stopping. "
-                             f"The last good checkpoint is step {ckpt.latest_step()} in {workdir}/checkpoints.")
       preempted = _preempted(stop, step)
       if step % cfg.checkpoint.every_steps == 0 or preempted or step == total_steps:
         ckpt.save(step, state, data_state, cfg.to_dict(), force=True)
@@ -316,14 +320,22 @@ def train(cfg, workdir: str) -> dict:
   summary = {"status": status, "step": step, "workdir": workdir, "label_rate": store.label_rate,
              "num_label_classes": cfg.model.num_label_classes,
              "chance_accuracy": 1.0 / max(store.num_classes, 1)}
-  if history:
-    first, last = history[0], history[-1]
-    summary |= {"first_loss": first["loss"], "final_loss": last["loss"], "first_acc_masked": first["acc_masked"],
-                "final_acc_masked": last["acc_masked"], "final_acc_unmasked": last["acc_unmasked"],
-                "skipped_steps": int(last["skipped_steps"])}
-  if status == "finished" and jax.process_index() == 0:
-    params = jax.device_get(state["params"])
-    checkpointing.save_model(Path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
+  if history:  # averages over the first and last tenth of this run's steps (single batches are noisy)
+    span = max(1, len(history) // 10)
+    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))
+    head, tail = history[:span], history[-span:]
+    summary |= {"first_loss": mean(head, "loss"), "final_loss": mean(tail, "loss"),
+                "first_acc_masked": mean(head, "acc_masked"), "final_acc_masked": mean(tail, "acc_masked"),
+                "final_acc_unmasked": mean(tail, "acc_unmasked"), "averaged_over_steps": span,
+                "skipped_steps": int(history[-1]["skipped_steps"])}
+  if status == "finished":  # the model directory for load_encoder, the tokenizer and conversion
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      params = multihost_utils.process_allgather(state["params"], tiled=True)  # collective: every process
+    else:
+      params = jax.device_get(state["params"])
+    if jax.process_index() == 0:
+      checkpointing.save_model(Path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
     summary["model"] = str(Path(workdir) / "model")
   if jax.process_index() == 0:
     (Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -354,6 +366,7 @@ def _report(pending, writer, progress, history, cfg, step_flops, peak, audio_sec
   if cfg.audio_every and step % cfg.audio_every == 0 and host_batch.get("mixed") is not None:
     mixed = np.flatnonzero(host_batch["mixed"])[:2]
     writer.audio(step, {f"mixed_input/{i}": host_batch["audio"][r] for i, r in enumerate(mixed)})
+  return m
 
 
 def _warm_start(state, cfg, state_sharding):

@@ -1,0 +1,124 @@
+"""A WavLM training step in JAX against transformers' PyTorch WavLMModel on this CPU: forward + backward
++ AdamW on the same config, batch and crop, with the same threads; and MFU: the JAX step's FLOPs (XLA
+cost analysis) per second over the measured fp32 matmul peak of this machine.
+
+    .venv/bin/python bench/train_step.py [--model wavlm_base] [--batch 2] [--seconds 4] [--steps 5]
+
+Both sides: dropout, LayerDrop and masking off (they are not comparable work), loss = mean square of
+the last hidden state, fp32. Target (issue 5): JAX >= 1.5x faster than PyTorch for WavLM Base at
+2 x 4 s, and >= 60 % of the measured matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def jax_step(model_name, batch, samples, steps):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  from wavlm_jax import metrics
+  from wavlm_jax.models import config as config_lib, params as params_lib, wavlm
+
+  cfg = config_lib.model_card(model_name, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                              dropout_input=0.0, layerdrop=0.0, num_label_classes=0, feature_grad_mult=1.0)
+  model = wavlm.build(cfg)
+  binder = params_lib.Binder(model)
+  params = binder.tree(model)
+  tx = optax.adamw(1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01)
+  opt = tx.init(params)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, samples)).astype(np.float32))
+
+  def step(params, opt, x):
+    loss, grads = jax.value_and_grad(lambda p: jnp.mean(jnp.square(binder.model(p)(x, collect=False).last_hidden_state)))(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt, x).compile()
+  flops = metrics.compiled_flops(compiled)
+  params, opt, loss = compiled(params, opt, x)
+  jax.block_until_ready(loss)
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    params, opt, loss = compiled(params, opt, x)
+    jax.block_until_ready(loss)
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), flops
+
+
+def torch_step(model_name, batch, samples, steps, threads):
+  import numpy as np
+  import torch
+  import transformers
+
+  from wavlm_jax.convert import formats
+  from wavlm_jax.models import config as config_lib
+
+  torch.set_num_threads(threads)
+  cfg = config_lib.model_card(model_name, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                              dropout_input=0.0, layerdrop=0.0, num_label_classes=0, mask_prob=0.0)
+  kw = formats.hf_config_dict(cfg)
+  cls = transformers.WavLMConfig if kw.pop("model_type") == "wavlm" else transformers.HubertConfig
+  model = (transformers.WavLMModel if cls is transformers.WavLMConfig else transformers.HubertModel)(cls(**kw))
+  model.train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+  x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, samples)).astype(np.float32))
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = model(x).last_hidden_state.square().mean()
+    loss.backward()
+    opt.step()
+
+  step()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--model", default="wavlm_base")
+  p.add_argument("--batch", type=int, default=2)
+  p.add_argument("--seconds", type=float, default=4.0)
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--threads", type=int, default=os.cpu_count())
+  p.add_argument("--out", default="bench/results/train_step.json")
+  args = p.parse_args()
+  samples = int(args.seconds * 16000)
+
+  from wavlm_jax import metrics
+
+  peak = metrics.measured_matmul_peak(dim=2048, repeats=10)
+  t_jax, flops = jax_step(args.model, args.batch, samples, args.steps)
+  t_torch = torch_step(args.model, args.batch, samples, args.steps, args.threads)
+  mfu = flops / t_jax / peak
+  row = {"model": args.model, "batch": args.batch, "seconds": args.seconds, "threads": args.threads,
+         "jax_step_s": round(t_jax, 3), "torch_step_s": round(t_torch, 3), "speedup": round(t_torch / t_jax, 2),
+         "jax_step_gflop": round(flops / 1e9, 1), "matmul_peak_gflops": round(peak / 1e9, 1),
+         "jax_mfu": round(mfu, 3), "audio_seconds_per_second_jax": round(args.batch * args.seconds / t_jax, 2)}
+  print(f"\n{args.model}, {args.batch} x {args.seconds} s, {args.threads} threads, fp32, median of {args.steps} steps")
+  print(f"  JAX     {t_jax:7.3f} s/step   {flops / 1e9:8.1f} GFLOP/step   MFU {mfu:.1%} of {peak / 1e9:.0f} GFLOP/s")
+  print(f"  PyTorch {t_torch:7.3f} s/step")
+  print(f"  speedup {t_torch / t_jax:.2f}x")
+  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(args.out).write_text(json.dumps(row, indent=2))
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

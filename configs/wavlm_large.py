@@ -1,0 +1,25 @@
+"""WavLM Large (SPEC.md §1, §9): pre-LN, LayerNorm extractor, normalised waveforms, 24 layers x 1024,
+HuBERT Large optimisation (Adam 1.5e-3, clip 1.0, no dropout), 7,200 s of audio per step, utterance and
+noise mixing, ~700k steps [UNVERIFIED].
+
+  python -m wavlm_jax.train --config configs/wavlm_large.py --workdir $W/wavlm_large \
+      --config.data.labels=... --config.mesh.fsdp=16 --config.sharding=fsdp
+
+Targets: k-means (k=500) of layer 9 of a Base teacher (SPEC.md §7.4). We have not run it at scale.
+"""
+
+from configs import common
+from wavlm_jax.data import data_config
+from wavlm_jax.models.config import model_card
+
+
+def get_config(arg: str = ""):
+  words = common.parse_arg(arg, {"runlocal"})
+  model = model_card("wavlm_large", num_label_classes=500, dtype="bfloat16")
+  data = data_config(dataset="audio_dir/mix94k", crop_seconds=15.6, min_seconds=2.0, batch_size=464,
+                     normalize=True, mix_prob=0.2, noise_prob=0.5, noise="noise_dir/dns", num_threads=16, prefetch=8)
+  c = common.run_config(model, data, total_steps=700_000, seed=1337, audio_every=5000)
+  c.optim.peak_lr, c.optim.warmup, c.optim.clip_norm = 1.5e-3, 32_000, 1.0
+  c.mesh.data, c.mesh.fsdp = -1, 8
+  c.sharding = "fsdp"
+  return common.runlocal(c) if "runlocal" in words else c
