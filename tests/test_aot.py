@@ -55,4 +55,4 @@ def test_aot_command_line_reports_memory_and_flops():
                         "--config.data.batch_size=8", "--config.data.crop_seconds=1.0", "--label_rate=100"],
                        cwd=REPO, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert "per-chip memory" in out.stdout and "TFLOP per step" in out.stdout and "4 devices" in out.stdout
+  assert "per-device memory" in out.stdout and "TFLOP per step" in out.stdout and "4 devices" in out.stdout

@@ -7,9 +7,9 @@ how many FLOPs per step, how fast at best. Catches out-of-memory before a pod is
   python -m wavlm_jax.aot --config configs/tiny.py --cpu_devices 8       # fake CPU devices (GPU counts)
 
 TPU topologies need libtpu (the [tpu] extra; no TPU is used). The global batch is the recipe's, rounded
-up to a multiple of the data-parallel device count. Prints per-chip memory (arguments, temporaries,
-total vs the chip's HBM), FLOPs per step from XLA's cost analysis, and a roofline estimate of step
-time and audio-seconds/s/chip at the chip's peak.
+up to a multiple of the data-parallel device count. Prints per-device memory (arguments, temporaries,
+total vs the device's share of HBM), model FLOPs per step (analytic, and XLA's cost analysis, which
+undercounts on TPU), and a roofline estimate of step time and audio-seconds/s/chip at the chip's peak.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class Report:
   total_gib: float
   hbm_gib: float
   fits: bool | None
-  flops_per_step: float  # over all devices
+  flops_per_step: float  # over all devices, XLA's cost analysis
+  model_flops_per_step: float  # analytic (metrics.model_flops_per_audio_second)
   roofline_step_seconds: float
   audio_seconds_per_second_per_chip: float
 
@@ -53,10 +54,15 @@ class Report:
     fits = {True: "fits", False: "DOES NOT FIT", None: "n/a"}[self.fits]
     return (f"{self.target}: {self.devices} devices, mesh {self.mesh}, preset {self.preset}, remat {self.remat}\n"
             f"  global batch {self.batch} x {self.crop_seconds} s\n"
-            f"  per-chip memory: arguments {self.argument_gib:.2f} GiB, temporaries {self.temp_gib:.2f} GiB, "
+            f"  per-device memory: arguments {self.argument_gib:.2f} GiB, temporaries {self.temp_gib:.2f} GiB, "
             f"total {self.total_gib:.2f} / {hbm} GiB HBM -> {fits}\n"
-            f"  {self.flops_per_step / 1e12:.1f} TFLOP per step; roofline {self.roofline_step_seconds * 1e3:.0f} ms/step, "
+            f"  {self.model_flops_per_step / 1e12:.1f} model TFLOP per step (XLA cost analysis: "
+            f"{self.flops_per_step / 1e12:.1f}); roofline {self.roofline_step_seconds * 1e3:.0f} ms/step, "
             f"{self.audio_seconds_per_second_per_chip:,.0f} audio-s/s/chip at peak")
+
+
+def chips_in(topology: str) -> int:
+  return math.prod(int(d) for d in topology.split(":")[1].split("x"))
 
 
 def devices_for(topology: str | None, cpu_devices: int | None):
@@ -103,10 +109,35 @@ def compile_step(cfg, devices, label_rate: float = 50.0):
   return run.step.lower(run.abstract_state, abstract_batch).compile(), mesh, batch
 
 
+def _out_of_memory(cfg, config_name, target, devices, chip, error: Exception) -> Report:
+  """The TPU compiler refuses programs that exceed HBM; report what it said it needed."""
+  import re
+
+  from wavlm_jax import sharding
+
+  needed = re.search(r"required for [^(]*\(([\d.]+)([GM])\)", str(error))
+  total = float(needed.group(1)) / (1024 if needed and needed.group(2) == "M" else 1) if needed else float("nan")
+  mesh = sharding.make_mesh(cfg.mesh, devices)
+  dp = math.prod(mesh.shape[a] for a in sharding.BATCH)
+  return Report(config=config_name, target=target, devices=len(devices), mesh=dict(mesh.shape), preset=cfg.sharding,
+                remat=cfg.model.remat, batch=-(-cfg.data.batch_size // dp) * dp, crop_seconds=cfg.data.crop_seconds,
+                argument_gib=float("nan"), temp_gib=total, output_gib=float("nan"), total_gib=total,
+                hbm_gib=CHIPS[chip][0] * (chips_in(target) if ":" in target else len(devices)) / len(devices),
+                fits=False, flops_per_step=0.0, model_flops_per_step=0.0,
+                roofline_step_seconds=0.0, audio_seconds_per_second_per_chip=0.0)
+
+
 def analyse(cfg, config_name: str, target: str, devices, chip: str, label_rate: float = 50.0) -> Report:
+  import jax
+
   from wavlm_jax import metrics
 
-  compiled, mesh, batch = compile_step(cfg, devices, label_rate)
+  try:
+    compiled, mesh, batch = compile_step(cfg, devices, label_rate)
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" in str(e):
+      return _out_of_memory(cfg, config_name, target, devices, chip, e)
+    raise
   mem = compiled.memory_analysis()
   gib = 1024 ** 3
   arg = getattr(mem, "argument_size_in_bytes", 0) / gib
@@ -114,16 +145,19 @@ def analyse(cfg, config_name: str, target: str, devices, chip: str, label_rate: 
   out = getattr(mem, "output_size_in_bytes", 0) / gib
   alias = getattr(mem, "alias_size_in_bytes", 0) / gib
   total = arg + tmp + out - alias
-  hbm, peak = CHIPS[chip]
-  per_device_flops = metrics.compiled_flops(compiled)  # the SPMD program of one device
+  hbm, peak_chip = CHIPS[chip]
   n = len(devices)
-  step_seconds = per_device_flops / peak if peak else 0.0
+  chips = chips_in(target) if ":" in target else n
+  per_device_flops = metrics.compiled_flops(compiled)  # the SPMD program of one device
   audio = batch * cfg.data.crop_seconds
+  model_flops = metrics.model_flops_per_audio_second(cfg.model, cfg.data.crop_seconds) * audio
+  step_seconds = model_flops / (peak_chip * chips) if peak_chip else 0.0
   return Report(config=config_name, target=target, devices=n, mesh=dict(mesh.shape), preset=cfg.sharding,
                 remat=cfg.model.remat, batch=batch, crop_seconds=cfg.data.crop_seconds, argument_gib=arg,
-                temp_gib=tmp, output_gib=out, total_gib=total, hbm_gib=hbm, fits=(total <= hbm) if hbm else None,
-                flops_per_step=per_device_flops * n, roofline_step_seconds=step_seconds,
-                audio_seconds_per_second_per_chip=audio / step_seconds / n if step_seconds else 0.0)
+                temp_gib=tmp, output_gib=out, total_gib=total, hbm_gib=hbm * chips / n if hbm else 0,
+                fits=(total <= hbm * chips / n) if hbm else None, flops_per_step=per_device_flops * n,
+                model_flops_per_step=model_flops, roofline_step_seconds=step_seconds,
+                audio_seconds_per_second_per_chip=audio / step_seconds / chips if step_seconds else 0.0)
 
 
 def main(argv):

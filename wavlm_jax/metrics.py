@@ -95,3 +95,17 @@ class Progress:
             f"acc_m {m.get('acc_masked', float('nan')):.3f}  acc_u {m.get('acc_unmasked', float('nan')):.3f}  "
             f"lr {m.get('learning_rate', 0):.2e}  {m.get('audio_seconds_per_second', 0):,.0f} audio-s/s  "
             f"mfu {m.get('mfu', 0):.1%}  eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+
+
+def model_flops_per_audio_second(c, crop_seconds: float, train: bool = True) -> float:
+  """Analytic model FLOPs per second of 16 kHz audio (SPEC.md §16): conv frontend, projection,
+  positional conv, Transformer linears and attention; a training step counts 3x the forward."""
+  length, cin, macs = int(crop_seconds * 16000), 1, 0
+  for d, k, s in zip(c.conv_dim, c.conv_kernel, c.conv_stride):
+    length = (length - k) // s + 1
+    macs += length * k * cin * d
+    cin = d
+  t, e = length, c.embed_dim
+  macs += t * cin * e + t * c.conv_pos * e * (e // c.conv_pos_groups)
+  macs += c.num_layers * t * (4 * e * e + 2 * e * c.ffn_dim + 2 * t * e)
+  return 2 * macs * (3 if train else 1) / crop_seconds

@@ -24,11 +24,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 AXES = ("data", "fsdp", "tensor")
 BATCH = ("data", "fsdp")  # the batch is split over both data-parallel axes
 
-_COMMON = {"batch": BATCH, "frames": None, "layers": None, "head_dim": None, "conv_width": None, "conv_in": None}
+# Parameters use embed / mlp / heads / conv_out / vocab / layers; activations use batch / frames and the
+# act_* names, so that FSDP shards weights but keeps activations split by batch only.
+_COMMON = {"batch": BATCH, "frames": None, "layers": None, "head_dim": None, "conv_width": None, "conv_in": None,
+           "act_embed": None, "act_channels": None}
 RULES: dict[str, dict[str, object]] = {
-    "dp": {**_COMMON, "embed": None, "mlp": None, "heads": None, "conv_out": None, "vocab": None},
-    "fsdp": {**_COMMON, "embed": "fsdp", "mlp": None, "heads": None, "conv_out": "fsdp", "vocab": None},
-    "fsdp_tp": {**_COMMON, "embed": "fsdp", "mlp": "tensor", "heads": "tensor", "conv_out": "fsdp", "vocab": None},
+    "dp": {**_COMMON, "embed": None, "mlp": None, "heads": None, "conv_out": None, "vocab": None,
+           "act_heads": None, "act_mlp": None},
+    "fsdp": {**_COMMON, "embed": "fsdp", "mlp": None, "heads": None, "conv_out": "fsdp", "vocab": None,
+             "act_heads": None, "act_mlp": None},
+    "fsdp_tp": {**_COMMON, "embed": "fsdp", "mlp": "tensor", "heads": "tensor", "conv_out": "fsdp", "vocab": None,
+                "act_heads": "tensor", "act_mlp": "tensor"},
 }
 
 

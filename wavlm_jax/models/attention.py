@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wavlm_jax import sharding
 from wavlm_jax.models import layers
 from wavlm_jax.models.config import head_dim
 
@@ -52,6 +53,7 @@ class SelfAttention(nnx.Module):
     k = self.k_proj(x).reshape(b, t, h, -1)
     v = self.v_proj(x).reshape(b, t, h, -1)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    logits = sharding.constrain(logits, ("batch", "act_heads", "frames", None))
     if position_bias is not None:
       if self.gated:
         logits = logits + self.gate(x)[..., None] * position_bias[None]

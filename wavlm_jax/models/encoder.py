@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wavlm_jax import sharding
 from wavlm_jax.models import layers
 from wavlm_jax.models.attention import SelfAttention
 from wavlm_jax.models.position import PositionalConvEmbedding, relative_position_bias
 
 # Dropout sites inside a layer, folded into the layer key.
 _ATTN, _RESID1, _ACT, _RESID2 = range(4)
+_RESIDUAL = ("batch", "frames", "act_embed")
 # Keys derived from the encoder key.
 _INPUT_DROPOUT, _LAYERDROP, _LAYERS = range(3)
 
@@ -30,7 +32,7 @@ class FeedForward(nnx.Module):
     self.rate = config.activation_dropout
 
   def __call__(self, x, key=None):
-    h = layers.gelu(self.intermediate_dense(x))
+    h = sharding.constrain(layers.gelu(self.intermediate_dense(x)), ("batch", "frames", "act_mlp"))
     return self.output_dense(layers.dropout(h, self.rate, key))
 
 
@@ -46,7 +48,7 @@ class EncoderLayer(nnx.Module):
     self.pre_ln = config.layer_norm_first
     self.rate = config.dropout
 
-  def __call__(self, x, position_bias, key_valid, key=None):
+  def _forward(self, x, position_bias, key_valid, key=None):
     k = lambda site: layers.fold(key, site)
     if self.pre_ln:
       h = self.attention(self.layer_norm(x), position_bias, key_valid, k(_ATTN))
@@ -57,6 +59,9 @@ class EncoderLayer(nnx.Module):
     x = self.layer_norm(x + layers.dropout(h, self.rate, k(_RESID1)))
     h = self.feed_forward(x, k(_ACT))
     return self.final_layer_norm(x + layers.dropout(h, self.rate, k(_RESID2)))
+
+  def __call__(self, x, position_bias, key_valid, key=None):
+    return sharding.constrain(self._forward(x, position_bias, key_valid, key), _RESIDUAL)
 
 
 def _stacked_layers(config, rngs: nnx.Rngs) -> EncoderLayer:
@@ -116,6 +121,7 @@ class TransformerEncoder(nnx.Module):
     c = self.config
     if frame_valid is not None:
       x = jnp.where(frame_valid[..., None], x, 0)
+    x = sharding.constrain(x, _RESIDUAL)
     x = x + self.pos_conv_embed(x)
     if not c.layer_norm_first:
       x = self.layer_norm(x)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from wavlm_jax import sharding
 from wavlm_jax.models import layers
 from wavlm_jax.models.config import conv_output_length
 
@@ -78,7 +79,7 @@ class FeatureExtractor(nnx.Module):
       if num_valid is not None:
         num_valid = (num_valid - block.conv.kernel.shape[0]) // block.conv.stride + 1
         valid = jnp.arange((x.shape[1] - block.conv.kernel.shape[0]) // block.conv.stride + 1)[None] < num_valid[:, None]
-      x = block(x, valid)
+      x = sharding.constrain(block(x, valid), ("batch", "frames", "act_channels"))
     return x
 
 
