@@ -35,14 +35,10 @@ def mfcc_features(points: int, data_dir: str) -> np.ndarray:
 
   builders.prepare("espeak_speech/small", data_dir)
   src = tfds.data_source("espeak_speech/small", split="train", data_dir=data_dir)
-  out, n = [], 0
-  for i in range(len(src)):
-    f = features.mfcc(np.asarray(src[i]["audio"], np.float32) / 32768.0)
-    out.append(f)
-    n += len(f)
-    if n >= points:
-      break
-  x = np.concatenate(out)[:points]
+  from wavlm_jax.targets import kmeans
+
+  stream = (features.mfcc(np.asarray(src[i]["audio"], np.float32) / 32768.0) for i in range(len(src)))
+  x = kmeans.take_rows(stream, points)
   if len(x) < points:
     raise SystemExit(f"only {len(x)} frames available")
   return x

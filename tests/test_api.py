@@ -1,5 +1,6 @@
 """The public API: `wavlm_jax.load_encoder(DIR).hidden_states(...)` contract."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -73,3 +74,20 @@ def test_load_in_the_other_layer_layout(model_dir):
   looped = wavlm_jax.load_encoder(model_dir, scan_layers=False)
   x = np.random.RandomState(2).randn(1, 8000).astype(np.float32)
   np.testing.assert_allclose(scanned.hidden_states(x)[-1], looped.hidden_states(x)[-1], atol=1e-5)
+
+
+def test_interrupted_training_save_leaves_the_previous_checkpoint(tmp_path):
+  """Orbax writes a step under a temporary name and renames it when complete: a leftover partial
+  directory (a crash mid-save) is not taken for a checkpoint."""
+  ckpt = checkpointing.TrainCheckpointer(tmp_path / "ckpt", every=1, keep=3, keep_period=None, asynchronous=False)
+  state = {"w": jnp.arange(4.0)}
+  ckpt.save(1, state, {"next": 1}, {"c": 1}, force=True)
+  ckpt.wait()
+  (tmp_path / "ckpt" / "2.orbax-checkpoint-tmp-1234").mkdir()  # what a crash during step 2's save leaves
+  ckpt.close()
+  again = checkpointing.TrainCheckpointer(tmp_path / "ckpt", every=1, keep=3, keep_period=None, asynchronous=False)
+  assert again.latest_step() == 1
+  restored, data_state = again.restore(1, {"w": jax.ShapeDtypeStruct((4,), jnp.float32)})
+  np.testing.assert_array_equal(restored["w"], np.arange(4.0))
+  assert data_state == {"next": 1}
+  again.close()

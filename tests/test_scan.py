@@ -48,3 +48,35 @@ def test_scanned_equals_looped_in_training_and_with_remat():
   g_remat = jax.grad(lambda p: loss(p, wavlm.abstract(remat.config)))(flat)
   for k in g_plain:
     np.testing.assert_allclose(g_plain[k], g_remat[k], rtol=1e-4, atol=1e-6)
+
+
+def test_layerdrop_never_drops_layer_zero():
+  model = wavlm.build(config_lib.model_card("tiny", num_layers=3, layerdrop=1.0, dropout=0.0, attention_dropout=0.0,
+                                            dropout_input=0.0), seed=0)
+  x = jnp.asarray(np.random.RandomState(0).randn(1, 8000).astype(np.float32))
+  out = model(x, key=jax.random.key(0))
+  outs = out.layer_outputs
+  assert not np.allclose(outs[1], outs[0])  # layer 0 ran
+  np.testing.assert_array_equal(outs[2], outs[1])  # layers 1 and 2 were dropped (p = 1)
+  np.testing.assert_array_equal(outs[3], outs[2])
+
+
+def test_bfloat16_compute_keeps_fp32_parameters_and_outputs_close():
+  f32 = wavlm.build(config_lib.model_card("tiny"), seed=0)
+  bf16 = wavlm.abstract(config_lib.model_card("tiny", dtype="bfloat16"))
+  params.set_params(bf16, params.get_params(f32))
+  assert all(v.dtype == jnp.float32 for v in params.param_variables(bf16).values())
+  x = jnp.asarray(0.1 * np.random.RandomState(0).randn(2, 16000).astype(np.float32))
+  a, b = f32(x).last_hidden_state, bf16(x).last_hidden_state
+  assert b.dtype == jnp.bfloat16
+  assert float(jnp.max(jnp.abs(a - b.astype(jnp.float32)))) < 0.1 * float(jnp.max(jnp.abs(a)))
+  logits = bf16.label_logits(bf16(x))[0]
+  assert logits.dtype == jnp.float32  # logits and losses stay fp32
+
+
+def test_positional_conv_implementations_agree():
+  conv = wavlm.build(config_lib.model_card("tiny", conv_pos_impl="conv"), seed=0)
+  matmul = wavlm.abstract(config_lib.model_card("tiny", conv_pos_impl="matmul"))
+  params.set_params(matmul, params.get_params(conv))
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 16000).astype(np.float32))
+  np.testing.assert_allclose(conv(x).last_hidden_state, matmul(x).last_hidden_state, rtol=1e-5, atol=1e-5)

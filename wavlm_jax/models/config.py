@@ -41,6 +41,7 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.layer_norm_eps = 1e-5
   c.conv_pos = 128
   c.conv_pos_groups = 16
+  c.conv_pos_impl = "auto"  # "conv" (XLA grouped conv), "matmul" (gathered taps; 3x faster on CPU), "auto"
   c.relative_position = "gated"  # "none" (HuBERT), "bucket" (ILS-SSL), "gated" (WavLM).
   c.num_buckets = 320
   c.max_distance = 800
@@ -84,6 +85,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     bad("extractor_mode", f"must be one of {EXTRACTOR_MODES}")
   if c.relative_position not in RELATIVE_POSITION:
     bad("relative_position", f"must be one of {RELATIVE_POSITION}")
+  if c.conv_pos_impl not in ("auto", "conv", "matmul"):
+    bad("conv_pos_impl", "must be auto, conv or matmul")
   if c.remat not in REMAT_POLICIES:
     bad("remat", f"must be one of {REMAT_POLICIES}")
   if not len(c.conv_dim) == len(c.conv_kernel) == len(c.conv_stride):

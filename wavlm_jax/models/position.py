@@ -31,6 +31,7 @@ class PositionalConvEmbedding(nnx.Module):
     self.bias = layers.param(rngs, layers.zeros, (e,), ("embed",))
     self.groups = groups
     self.width = width
+    self.impl = config.conv_pos_impl
 
   def kernel(self) -> jax.Array:
     v = self.weight_v[...]
@@ -40,8 +41,24 @@ class PositionalConvEmbedding(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     # PyTorch pads K//2 on both sides and drops the last frame for even K; pad one less on the right.
     pad = (self.width // 2, self.width // 2 - (1 - self.width % 2))
-    y = layers.conv1d(x, self.kernel(), padding=(pad,), groups=self.groups)
+    impl = self.impl if self.impl != "auto" else ("matmul" if jax.default_backend() == "cpu" else "conv")
+    if impl == "conv":
+      y = layers.conv1d(x, self.kernel(), padding=(pad,), groups=self.groups)
+    else:
+      y = _grouped_conv_as_matmul(x, self.kernel().astype(x.dtype), pad, self.groups)
     return layers.gelu(y + self.bias[...].astype(y.dtype))
+
+
+def _grouped_conv_as_matmul(x: jax.Array, kernel: jax.Array, pad: tuple[int, int], groups: int) -> jax.Array:
+  """The grouped stride-1 convolution as one batched matmul over gathered taps. XLA:CPU runs grouped
+  convolutions far below its matmul speed (1.5 s vs 0.5 s for WavLM Base, fwd+bwd, 2 x 4 s); on TPU
+  and GPU the native convolution is the better choice."""
+  b, t, e = x.shape
+  k, cg, _ = kernel.shape
+  xp = jnp.pad(x, ((0, 0), pad, (0, 0)))
+  taps = xp[:, jnp.arange(t)[:, None] + jnp.arange(k)[None, :], :]  # (B, T, K, E)
+  taps = taps.reshape(b, t, k, groups, cg)
+  return jnp.einsum("btkgc,kcgo->btgo", taps, kernel.reshape(k, cg, groups, -1)).reshape(b, t, -1)
 
 
 @functools.lru_cache(maxsize=64)

@@ -182,13 +182,7 @@ def fit_streaming(chunks: Callable[[], Iterable[np.ndarray]], k: int, *, seed: i
   """Lloyd over a stream: `chunks()` returns a fresh iterable of (m, d) arrays on every call (one pass
   per iteration). Initialised by k-means++ on the first `init_points` points of the stream."""
   mesh = _mesh()
-  head, n = [], 0
-  for chunk in chunks():
-    head.append(np.asarray(chunk, np.float32))
-    n += len(chunk)
-    if n >= init_points:
-      break
-  head = np.concatenate(head)[:init_points]
+  head = take_rows(chunks(), init_points)
   if len(head) < k:
     raise ValueError(f"the stream has {len(head)} points, fewer than k={k}")
   c = kmeans_plus_plus(*_shard_points(head, mesh), k, jax.random.key(seed))
@@ -214,6 +208,17 @@ def fit_streaming(chunks: Callable[[], Iterable[np.ndarray]], k: int, *, seed: i
   result = KMeans(np.asarray(c), inertia, it, dict(provenance or {}))
   result.provenance.update(points=total, seed=seed, streaming=True, devices=mesh.devices.size)
   return result
+
+
+def take_rows(chunks: Iterable[np.ndarray], n: int) -> np.ndarray:
+  """The first n rows of a stream of (m, d) arrays (fewer if the stream ends first), float32."""
+  out, total = [], 0
+  for chunk in chunks:
+    out.append(np.asarray(chunk, np.float32))
+    total += len(chunk)
+    if total >= n:
+      break
+  return np.concatenate(out)[:n] if out else np.zeros((0, 0), np.float32)
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 262_144) -> np.ndarray:
