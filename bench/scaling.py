@@ -48,6 +48,8 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--topologies", default="v4:2x2x4,v5e:4x4,v5p:2x2x4")
   p.add_argument("--models", default="wavlm_base,wavlm_large")
+  p.add_argument("--variants", default=",".join(f"{p}/{r}" for p, r in VARIANTS),
+                 help="preset/remat pairs, e.g. fsdp/none,fsdp/full")
   p.add_argument("--out", default="bench/results/scaling.json")
   args = p.parse_args()
 
@@ -57,7 +59,7 @@ def main():
   for topology in args.topologies.split(","):
     devices, chip = aot.devices_for(topology, None)
     for model in args.models.split(","):
-      for preset, remat in VARIANTS:
+      for preset, remat in (v.split("/") for v in args.variants.split(",")):
         start = time.perf_counter()
         report = aot.analyse(recipe(model, preset, remat, 15.6, len(devices)), model, topology, devices, chip)
         row = dataclasses.asdict(report) | {"compile_seconds": round(time.perf_counter() - start, 1),
@@ -70,6 +72,8 @@ def main():
               row["largest_fitting_crop"] = crop
               break
         rows.append(row)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=2, default=str))  # partial results survive a stop
         print(f"{topology:>10} {model:<12} {preset:<8} remat={remat:<5} "
               f"{report.total_gib:6.1f}/{report.hbm_gib:.0f} GiB {'fits' if report.fits else 'OOM ':<5} "
               f"{report.audio_seconds_per_second_per_chip:8,.0f} audio-s/s/chip", flush=True)

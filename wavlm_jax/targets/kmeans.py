@@ -90,9 +90,11 @@ def _assign(x, c):
 def _stats(x, w, c):
   """Per-cluster weighted sums and counts, the weighted inertia, and per-point distances."""
   labels, dist = _assign(x, c)
-  onehot = jax.nn.one_hot(labels, c.shape[0], dtype=x.dtype) * w[:, None]
-  sums = jnp.dot(onehot.T, x, precision=jax.lax.Precision.HIGHEST)
-  return sums, jnp.sum(onehot, axis=0), jnp.sum(dist * w), dist * w
+  k = c.shape[0]
+  # Segment sums cost O(n d), a one-hot matmul O(n k d) (as much as the distances themselves).
+  sums = jax.ops.segment_sum(x * w[:, None], labels, num_segments=k)
+  counts = jax.ops.segment_sum(w, labels, num_segments=k)
+  return sums, counts, jnp.sum(dist * w), dist * w
 
 
 def _update(c, sums, counts, x, far_dist):
