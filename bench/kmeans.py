@@ -14,7 +14,6 @@ Target (issue 4): >= 5x faster than scikit-learn at equal or lower inertia.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -88,15 +87,18 @@ def main():
   p.add_argument("--points", type=int, default=200_000)
   p.add_argument("--data-dir", default=os.environ.get("WAVLM_DATA_DIR", os.path.expanduser("~/tensorflow_datasets")))
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--sets", default="mfcc,hidden", help="which feature sets to run: mfcc, hidden")
   p.add_argument("--out", default="bench/results/kmeans.json")
   args = p.parse_args()
 
   from wavlm_jax.targets import kmeans
 
   mfcc = mfcc_features(args.points, args.data_dir)
-  sets = [("MFCC 39-d, k=100", mfcc, 100), ("hidden-like 768-d, k=500", hidden_like(mfcc), 500)]
+  hidden = hidden_like(mfcc)
+  sets = [s for s in [("MFCC 39-d, k=100", mfcc, 100, "mfcc"), ("hidden-like 768-d, k=500", hidden, 500, "hidden")]
+          if s[3] in args.sets.split(",")]
   rows = []
-  for name, x, k in sets:
+  for name, x, k, _ in sets:
     t_sk, c_sk = run_sklearn(x, k, args.seed)
     t_jx, c_jx, iters = run_jax(x, k, args.seed)
     i_sk, i_jx = kmeans.inertia(x, c_sk), kmeans.inertia(x, c_jx)
@@ -107,8 +109,8 @@ def main():
 
   tmp = Path(args.out).parent
   tmp.mkdir(parents=True, exist_ok=True)
-  np.save(tmp / "_x.npy", sets[1][1])
-  np.save(tmp / "_c.npy", kmeans.fit(sets[1][1][:20000], 500, n_init=1, max_iter=5).centroids)
+  np.save(tmp / "_x.npy", hidden)
+  np.save(tmp / "_c.npy", kmeans.fit(hidden[:20000], 500, n_init=1, max_iter=5).centroids)
   scaling = assignment_scaling(str(tmp / "_x.npy"), str(tmp / "_c.npy"))
   (tmp / "_x.npy").unlink()
   (tmp / "_c.npy").unlink()

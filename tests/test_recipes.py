@@ -1,7 +1,6 @@
 """Every run recipe loads, validates and shrinks with `runlocal`; their architectures are the cards'."""
 
 import pytest
-from ml_collections import config_flags  # noqa: F401 - the loader the CLI uses
 
 from configs import hubert_base, ils_ssl_base, tiny, wavlm_base, wavlm_base_plus, wavlm_large
 from wavlm_jax.models import config as config_lib

@@ -2,7 +2,6 @@
 the embedded corpus."""
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np

@@ -82,8 +82,11 @@ def _sq_distances(x, c):
 
 @jax.jit
 def _assign(x, c):
-  d = _sq_distances(x, c)
-  return jnp.argmin(d, axis=1).astype(jnp.int32), jnp.min(d, axis=1)
+  # argmin_c ||x - c||^2 = argmin_c (||c||^2 - 2 x.c): the per-row ||x||^2 only enters the distance.
+  s = jnp.sum(c * c, axis=1) - 2.0 * jnp.dot(x, c.T, precision=jax.lax.Precision.HIGHEST)
+  labels = jnp.argmin(s, axis=1)
+  best = jnp.take_along_axis(s, labels[:, None], axis=1)[:, 0]
+  return labels.astype(jnp.int32), jnp.maximum(best + jnp.sum(x * x, axis=1), 0.0)
 
 
 @jax.jit
@@ -150,14 +153,14 @@ def fit(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 3, max_iter: int 
         init_size: int | None = None, provenance: dict | None = None,
         log: Callable[[str], None] | None = None) -> KMeans:
   """Fits k-means to in-memory points x (n, d): best of `n_init` k-means++ + Lloyd runs. The seeding
-  runs on a random sample of `init_size` points (default max(50,000, 20 k), as scikit-learn's
+  runs on a random sample of `init_size` points (default max(30,000, 20 k), as scikit-learn's
   MiniBatchKMeans seeds on a sample); Lloyd then uses every point."""
   x = np.asarray(x, np.float32)
   if len(x) < k:
     raise ValueError(f"{len(x)} points cannot make {k} clusters")
   mesh = _mesh()
   xs, ws = _shard_points(x, mesh)
-  init_size = min(len(x), init_size or max(50_000, 20 * k))
+  init_size = min(len(x), init_size or max(30_000, 20 * k))
   best = None
   for run in range(n_init):
     sample = np.sort(np.random.default_rng([seed, run]).permutation(len(x))[:init_size])

@@ -11,7 +11,6 @@ alignment, when it has one).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
