@@ -18,6 +18,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Only compilation happens here: skip libtpu's one-process-per-host lock (no TPU is opened).
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402
