@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from wavlm_jax.data import builders, labels as labels_lib, mixing, noise as noise_lib
+from wavlm_jax.models.frontend import normalize_waveform
 
 SAMPLE_RATE = 16000
 
@@ -138,11 +139,7 @@ class _Mix:
                                      reference_behaviour=c.reference_mixing)
       batch["mixed"] = info.mixed
     if c.normalize:
-      valid = ~pad
-      count = np.maximum(valid.sum(-1, keepdims=True), 1)
-      mean = np.where(valid, audio, 0).sum(-1, keepdims=True) / count
-      var = np.where(valid, (audio - mean) ** 2, 0).sum(-1, keepdims=True) / count
-      audio = np.where(valid, (audio - mean) / np.sqrt(var + 1e-5), 0).astype(np.float32)
+      audio = normalize_waveform(audio, pad, xp=np)
     batch["audio"] = audio
     return batch
 

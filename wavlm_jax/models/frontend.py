@@ -114,13 +114,13 @@ def frame_valid_mask(padding_mask: jax.Array | None, num_frames: int, config) ->
   return jnp.arange(num_frames)[None, :] < lengths[:, None]
 
 
-def normalize_waveform(waveforms: jax.Array, padding_mask: jax.Array | None = None,
-                       eps: float = 1e-5) -> jax.Array:
+def normalize_waveform(waveforms, padding_mask=None, eps: float = 1e-5, xp=jnp):
   """Per-utterance zero mean, unit variance over the valid samples (fairseq `F.layer_norm(wav, shape)`,
-  eps 1e-5, biased variance); padding is set to zero afterwards."""
-  x = waveforms.astype(jnp.float32)
-  valid = jnp.ones_like(x, bool) if padding_mask is None else ~padding_mask
-  count = jnp.maximum(jnp.sum(valid, axis=-1, keepdims=True), 1)
-  mean = jnp.sum(jnp.where(valid, x, 0), axis=-1, keepdims=True) / count
-  var = jnp.sum(jnp.where(valid, jnp.square(x - mean), 0), axis=-1, keepdims=True) / count
-  return jnp.where(valid, (x - mean) * jax.lax.rsqrt(var + eps), 0)
+  eps 1e-5, biased variance); padding is set to zero afterwards. `xp` is jax.numpy (in the model) or
+  numpy (in the input pipeline, on the host)."""
+  x = waveforms.astype(xp.float32)
+  valid = xp.ones(x.shape, bool) if padding_mask is None else ~padding_mask
+  count = xp.maximum(xp.sum(valid, axis=-1, keepdims=True), 1)
+  mean = xp.sum(xp.where(valid, x, 0), axis=-1, keepdims=True) / count
+  var = xp.sum(xp.where(valid, xp.square(x - mean), 0), axis=-1, keepdims=True) / count
+  return xp.where(valid, (x - mean) / xp.sqrt(var + eps), 0).astype(xp.float32)

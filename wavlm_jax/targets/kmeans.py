@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -244,8 +243,3 @@ def inertia(x: np.ndarray, centroids: np.ndarray) -> float:
   xs, ws = _shard_points(np.asarray(x, np.float32), mesh)
   return float(_stats(xs, ws, jnp.asarray(centroids, jnp.float32))[2])
 
-
-def timed(fn, *args, **kwargs):
-  start = time.perf_counter()
-  out = fn(*args, **kwargs)
-  return out, time.perf_counter() - start
