@@ -23,7 +23,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from wavlm_jax.data import builders, labels as labels_lib, mixing, noise as noise_lib
+from wavlm_jax.data import labels as labels_lib, mixing, noise as noise_lib
 from wavlm_jax.models.frontend import normalize_waveform
 
 SAMPLE_RATE = 16000
@@ -65,12 +65,16 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
 
 
 def _data_dir(cfg) -> str:
+  from wavlm_jax.data import builders  # TFDS (and TensorFlow) only where a dataset is opened
+
   return cfg.data_dir or builders.default_data_dir()
 
 
 def open_source(cfg):
   """The TFDS ArrayRecord data source of cfg.dataset / cfg.split (building the eSpeak corpus if asked)."""
   import tensorflow_datasets as tfds
+
+  from wavlm_jax.data import builders
 
   data_dir = _data_dir(cfg)
   if cfg.prepare and cfg.dataset.startswith("espeak_speech"):
