@@ -121,6 +121,53 @@ def measure(model: str, remat: str, batch: int, steps: int, hbm_gib: float) -> d
   return row
 
 
+def breakdown(model_name: str, batch: int, steps: int) -> list[dict]:
+  """Forward + backward time of the whole backbone and of its parts (conv frontend; Transformer encoder
+  incl. positional conv) at one batch, on the recipe's compute dtype: where the step's time goes."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from wavlm_jax import metrics
+  from wavlm_jax.models import wavlm
+
+  cfg = config_for(model_name, "none", batch).model
+  model = wavlm.build(cfg).wavlm
+  graph, state = nnx.split(model)
+  samples = int(round(CROP * 16000))
+  frames = (samples - 400) // 320 + 1
+  rng = np.random.default_rng(0)
+  wav = jnp.asarray(0.1 * rng.standard_normal((batch, samples), np.float32))
+  feats = jnp.asarray(rng.standard_normal((batch, frames, cfg.embed_dim), np.float32)).astype(cfg.dtype)
+
+  def whole(st, w):
+    return jnp.mean(nnx.merge(graph, st)(w, collect=False).last_hidden_state.astype(jnp.float32))
+
+  def front(st, w):
+    return jnp.mean(nnx.merge(graph, st).feature_extractor(w).astype(jnp.float32))
+
+  def encoder(st, x):
+    return jnp.mean(nnx.merge(graph, st).encoder(x, collect=False).last_hidden_state.astype(jnp.float32))
+
+  rows = []
+  per_second = metrics.model_flops_per_audio_second(cfg, CROP)
+  for name, fn, arg in (("backbone", whole, wav), ("frontend", front, wav), ("encoder", encoder, feats)):
+    step = jax.jit(jax.value_and_grad(fn)).lower(state, arg).compile()
+    for _ in range(2):
+      jax.block_until_ready(step(state, arg))
+    times = []
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      jax.block_until_ready(step(state, arg))
+      times.append(time.perf_counter() - t0)
+    rows.append({"part": name, "model": model_name, "batch": batch, "frames": frames,
+                 "fwd_bwd_ms": 1e3 * statistics.median(times), "xla_flops": metrics.compiled_flops(step)})
+    print(json.dumps(rows[-1]), flush=True)
+  print(f"(analytic model FLOPs of a training step: {per_second * batch * CROP / 1e12:.1f} TFLOP)")
+  return rows
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--gpus", nargs="+", default=["base:8,16,32", "large:32,64,128"],
@@ -128,6 +175,7 @@ def main():
   p.add_argument("--remat", default="none,dots,full", help="policies tried in turn until one fits")
   p.add_argument("--deadline", type=float, default=1e9, help="start no new row after this many seconds")
   p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--breakdown", default="", help="model:batch, e.g. base:12: time the backbone's parts instead")
   p.add_argument("--hbm_gib", type=float, default=0.0, help="memory per GPU (default: what the device reports)")
   p.add_argument("--out", default=os.path.join(os.environ.get("OUT", "bench/results"), "gpu_step.json"))
   args = p.parse_args()
@@ -142,6 +190,12 @@ def main():
   datasheet = metrics.peak_flops_per_device()
   print(f"{device.device_kind}: {hbm:.1f} GiB usable, bf16 matmul {peak / 1e12:.0f} TFLOP/s measured, "
         f"{datasheet / 1e12:.0f} datasheet; jax {jax.__version__}", flush=True)
+  if args.breakdown:
+    name, batch = args.breakdown.split(":")
+    rows = breakdown(f"wavlm_{name}", int(batch), args.steps)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2))
+    return
   plan = []
   for spec in args.gpus:
     name, counts = spec.split(":")
