@@ -5,9 +5,9 @@ roofline step time and audio-seconds/s/chip, and the largest crop that fits. Glo
 
     .venv/bin/python bench/scaling.py [--topologies v4:2x2x4,v5e:4x4,v5p:2x2x4] [--out bench/results/scaling.json]
 
-GPU (H100) counts are not in the table: XLA's CPU compiler cannot model GPU memory, and no GPU was
-available to this project; `python -m wavlm_jax.aot --cpu_devices N` still checks that the sharded step
-compiles for N devices.
+GPU (H100) counts are not compiled here (XLA's CPU compiler cannot model GPU memory): `bench/gpu_step.py`
+measures them on a GPU (the README's H100 table); `python -m wavlm_jax.aot --cpu_devices N` checks that
+the sharded step compiles for N devices.
 """
 
 from __future__ import annotations

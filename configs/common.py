@@ -35,12 +35,7 @@ def run_config(model, data=None, **top):
   c.checkpoint.keep_period = 0  # also keep every N-th step (0: none)
   c.checkpoint.asynchronous = True
 
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.enabled = False  # also on when JAX_COORDINATOR_ADDRESS or a multi-task SLURM job is seen
-  c.distributed.coordinator = ""
-  c.distributed.num_processes = 0
-  c.distributed.process_id = -1
-  c.distributed.cpu_collectives = "gloo"
+  c.distributed = distributed_config()
 
   c.total_steps = 400_000
   c.seed = 1337
@@ -86,3 +81,14 @@ def runlocal(c):
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
     c.sharding = "dp"
   return c
+
+
+def distributed_config():
+  """Multi-host settings (jax.distributed), shared by the trainer and the tokenizer."""
+  d = ml_collections.ConfigDict()
+  d.enabled = False  # also on when JAX_COORDINATOR_ADDRESS or a multi-task SLURM job is seen
+  d.coordinator = ""
+  d.num_processes = 0
+  d.process_id = -1
+  d.cpu_collectives = "gloo"
+  return d

@@ -10,6 +10,8 @@ random clusters (~0.1 on this little data), and no degenerate-dictionary warning
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str = "tiny"):
   c = ml_collections.ConfigDict()
@@ -32,4 +34,5 @@ def get_config(arg: str = "tiny"):
   c.max_iter = 100
   c.streaming = False  # Lloyd over a re-read stream instead of an in-memory sample
   c.batch_size = 8
+  c.distributed = common.distributed_config()  # multi-host: as the trainer (JAX_COORDINATOR_ADDRESS, SLURM)
   return c

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # N JAX processes on this machine, for testing the multi-host path (CPU) or one process per GPU.
 #
-#   launch/local.sh [--dry-run] [--processes N] [--cpu-devices D | --gpus] -- TRAIN_ARGS...
+#   launch/local.sh [--dry-run] [--processes N] [--cpu-devices D | --gpus] [--module M] -- ARGS...
 #   launch/local.sh --processes 2 --cpu-devices 4 -- --config configs/tiny.py --workdir runs/local2
-#
+#   launch/local.sh --module wavlm_jax.targets.tokenize -- --config configs/tokenize_mfcc.py
 # Each process gets JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, which the trainer
-# passes to jax.distributed.initialize(); CPU processes use the gloo collectives.
+# (default --module wavlm_jax.train) and the tokenizer pass to jax.distributed.initialize().
 set -euo pipefail
 
 dry_run=0
@@ -13,6 +13,7 @@ processes=2
 cpu_devices=4
 gpus=0
 port=""
+module=wavlm_jax.train
 python=${PYTHON:-.venv/bin/python}
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -24,12 +25,13 @@ while [[ $# -gt 0 ]]; do
     --cpu-devices) cpu_devices=$2; shift 2 ;;
     --gpus) gpus=1; shift ;;
     --port) port=$2; shift 2 ;;
+    --module) module=$2; shift 2 ;;
     -h|--help) usage 0 ;;
     --) shift; break ;;
     *) echo "local.sh: unknown option $1" >&2; usage 2 ;;
   esac
 done
-[[ $# -gt 0 ]] || { echo "local.sh: pass the trainer arguments after --" >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "local.sh: pass the program's arguments after --" >&2; exit 2; }
 if [[ -z "$port" ]]; then
   port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 12355)
 fi
@@ -42,7 +44,7 @@ for ((i = 0; i < processes; i++)); do
   else
     env_vars+=" JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=${cpu_devices}"
   fi
-  commands+=("env ${env_vars} ${python} -m wavlm_jax.train $(printf '%q ' "$@")")
+  commands+=("env ${env_vars} ${python} -m ${module} $(printf '%q ' "$@")")
 done
 
 if [[ $dry_run -eq 1 ]]; then

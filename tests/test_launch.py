@@ -38,10 +38,11 @@ def test_local_dry_run():
     env = dict(a.split("=", 1) for a in argv[1:] if "=" in a and not a.startswith("--"))
     assert env["JAX_COORDINATOR_ADDRESS"] == "127.0.0.1:1234" and env["JAX_NUM_PROCESSES"] == "3"
     assert env["JAX_PROCESS_ID"] == str(i) and env["XLA_FLAGS"].endswith("count=2")
-    assert argv[-6:] == ["-m", "wavlm_jax.train", "--config", "configs/tiny.py", "--workdir", "runs/a b"][-6:] or \
-        argv[-4:] == ["--config", "configs/tiny.py", "--workdir", "runs/a b"]
+    assert argv[-6:] == ["-m", "wavlm_jax.train", "--config", "configs/tiny.py", "--workdir", "runs/a b"]
   gpu = _run("launch/local.sh", "--dry-run", "--gpus", "--processes", "2", "--", "--config", "c.py")
   assert "CUDA_VISIBLE_DEVICES=1" in gpu[1]
+  tok = _run("launch/local.sh", "--dry-run", "--module", "wavlm_jax.targets.tokenize", "--", "--config", "t.py", "fit")
+  assert len(tok) == 2 and all(a[-5:] == ["-m", "wavlm_jax.targets.tokenize", "--config", "t.py", "fit"] for a in tok)
 
 
 def test_slurm_dry_run():

@@ -50,8 +50,8 @@ def _blobs(n=20000, k=16, d=8, seed=0):
 
 def test_kmeans_recovers_blobs_and_is_deterministic():
   x, centres = _blobs()
-  a = kmeans.fit(x, 16, seed=1, n_init=2)
-  b = kmeans.fit(x, 16, seed=1, n_init=2)
+  a = kmeans.fit(x, 16, seed=1, n_init=4)  # greedy k-means++ lands in a poorer optimum ~1/3 of the time here
+  b = kmeans.fit(x, 16, seed=1, n_init=4)
   np.testing.assert_array_equal(a.centroids, b.centroids)
   assert a.inertia / len(x) < 1.2 * x.shape[1]  # ~d: unit-variance noise around the true centres
   nearest = np.min(np.linalg.norm(a.centroids[:, None] - centres[None], axis=-1), axis=1)

@@ -4,7 +4,6 @@ the NaN guard, warm start, exact resume after SIGTERM, and two processes equal o
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+
+import multiprocess
 
 from configs import tiny as tiny_recipe
 from wavlm_jax import checkpointing, data, sharding, train
@@ -255,27 +256,13 @@ def test_exact_resume_after_sigterm(espeak_data_dir, phone_labels, tmp_path):
   assert losses_a == losses_b
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_one(espeak_data_dir, phone_labels, tmp_path):
   common = ["--config.data.mix_prob=0.0", "--config.data.min_seconds=0.0", "--config.total_steps=4"]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   subprocess.run(_train_cmd(tmp_path / "one", espeak_data_dir, phone_labels, *common), check=True, env=env,
                  cwd=REPO, capture_output=True)
-  port = _free_port()
-  procs = []
-  for pid in range(2):
-    penv = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen(_train_cmd(tmp_path / "two", espeak_data_dir, phone_labels, *common), env=penv,
-                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  outs = [p.communicate(timeout=600)[0] for p in procs]
-  assert all(p.returncode == 0 for p in procs), outs
+  outs = multiprocess.run(_train_cmd(tmp_path / "two", espeak_data_dir, phone_labels, *common))
   assert "over 8 devices (2 processes)" in outs[0]
   params_1, losses_1 = _final(tmp_path / "one")
   params_2, losses_2 = _final(tmp_path / "two")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import os
 from typing import Mapping, Sequence
 
 import jax
@@ -118,3 +119,22 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     return x
   mesh, rules = ctx
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec_for(axes, x.shape, mesh, rules)))
+
+
+def initialize_distributed(d) -> None:
+  """jax.distributed.initialize() when the config's `distributed` section (configs/common.py) or the
+  environment asks for it (SLURM, TPU pods and explicit coordinator settings; CPU processes use the gloo
+  collectives). Used by the trainer and the tokenizer."""
+  env = os.environ
+  explicit = bool(d.coordinator or env.get("JAX_COORDINATOR_ADDRESS"))
+  auto = d.enabled or explicit or ("SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1)
+  if not auto or jax.distributed.is_initialized():
+    return
+  if d.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
+  if explicit:
+    jax.distributed.initialize(coordinator_address=d.coordinator or env["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(d.num_processes or env.get("JAX_NUM_PROCESSES", 1)),
+                               process_id=int(d.process_id if d.process_id >= 0 else env.get("JAX_PROCESS_ID", 0)))
+  else:
+    jax.distributed.initialize()

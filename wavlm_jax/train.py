@@ -44,28 +44,6 @@ def log(msg: str) -> None:
 
 
 # ================================================================================================
-# Distributed
-# ================================================================================================
-def maybe_initialize_distributed(cfg) -> None:
-  """jax.distributed.initialize() when the config or the environment asks for it (SLURM, TPU pods and
-  explicit coordinator settings; CPU processes use the gloo collectives)."""
-  d = cfg.distributed
-  env = os.environ
-  explicit = bool(d.coordinator or env.get("JAX_COORDINATOR_ADDRESS"))
-  auto = d.enabled or explicit or ("SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1)
-  if not auto or jax.distributed.is_initialized():
-    return
-  if d.cpu_collectives:
-    jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
-  if explicit:
-    jax.distributed.initialize(coordinator_address=d.coordinator or env["JAX_COORDINATOR_ADDRESS"],
-                               num_processes=int(d.num_processes or env.get("JAX_NUM_PROCESSES", 1)),
-                               process_id=int(d.process_id if d.process_id >= 0 else env.get("JAX_PROCESS_ID", 0)))
-  else:
-    jax.distributed.initialize()
-
-
-# ================================================================================================
 # Data and labels
 # ================================================================================================
 def ensure_labels(cfg) -> str:
@@ -80,13 +58,13 @@ def ensure_labels(cfg) -> str:
 
   tok = cfg.tokenizer
   store = Path(tok.workdir) / "labels" / cfg.data.split
-  if not (store / "meta.json").is_file():
-    if jax.process_index() == 0:
-      log(f"no labels at {store}: running the tokenizer ({tok.feature}, k={tok.k}) first")
-      tokenize.run(tok)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices("tokenizer")
+  missing = not (store / "meta.json").is_file()
+  if jax.process_count() > 1:  # host 0 decides, so that every host runs the (multi-host) tokenizer or none
+    from jax.experimental import multihost_utils
+    missing = bool(multihost_utils.broadcast_one_to_all(np.array(missing)))
+  if missing:
+    log(f"no labels at {store}: running the tokenizer ({tok.feature}, k={tok.k}) first")
+    tokenize.run(tok)
   return str(store)
 
 
@@ -217,7 +195,7 @@ def build(cfg, mesh, rules, label_rate: float) -> Run:
 def train(cfg, workdir: str) -> dict:
   """Runs (or resumes) the configured training in `workdir`; returns the final summary."""
   # ---- Config --------------------------------------------------------------------------------
-  maybe_initialize_distributed(cfg)
+  sharding.initialize_distributed(cfg.distributed)
   workdir = os.path.abspath(workdir)
   if jax.process_index() == 0:
     Path(workdir).mkdir(parents=True, exist_ok=True)

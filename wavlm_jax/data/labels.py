@@ -122,3 +122,14 @@ class LabelStore:
     if uid not in self._row:
       raise KeyError(f"utterance {uid!r} has no labels in {self.directory}")
     return np.frombuffer(self._open().read([self._row[uid]])[0], "<i4").astype(np.int32)
+
+
+def merge_stores(parts, directory: str | os.PathLike, **meta) -> Path:
+  """One store at `directory` from part stores (e.g. one per host), in the order given; `meta` as for
+  LabelStoreWriter. An utterance in two parts is an error."""
+  with LabelStoreWriter(directory, overwrite=True, **meta) as writer:
+    for part in parts:
+      store = LabelStore(part)
+      for uid in store.ids():
+        writer.add(uid, store[uid])
+  return Path(directory)

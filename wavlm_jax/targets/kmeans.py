@@ -1,16 +1,19 @@
-"""k-means in JAX, data-parallel over all devices (and hosts).
+"""k-means in JAX, data-parallel over all devices and hosts.
 
-Points are sharded along the batch axis over a 1-D "data" mesh; assignment runs where the points are
-and the per-cluster sums and counts are reduced across devices by XLA. Fitting is k-means++
-initialisation, then full Lloyd iterations (exact, not mini-batch); several initialisations keep the
-lowest inertia. Empty clusters are re-seeded with the points farthest from their centroids. For data
-larger than memory, `fit_streaming` runs Lloyd over a re-iterable stream of chunks, one pass per
-iteration, so the points are never all in host memory. Everything is deterministic given the seed.
+Points are sharded along a 1-D "data" mesh (on several hosts, each host holds its own points); each
+device assigns its points (`shard_map`, in cache-sized blocks) and only the per-cluster sums and counts
+and the inertia are reduced across devices and hosts. Fitting is greedy k-means++ seeding and Lloyd on
+a random sample, then full Lloyd iterations (exact, not mini-batch) from the sample's solution; several
+initialisations keep the lowest inertia. Empty clusters are re-seeded with the points farthest from
+their centroids. For data larger than memory, `fit_streaming` runs Lloyd over a re-iterable stream of
+chunks, one pass per iteration, so the points are never all in host memory. Assignment needs no
+communication: every host labels its own points on its own devices. Deterministic given the seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -55,21 +58,44 @@ class KMeans:
     return assign(x, self.centroids)
 
 
-def _mesh() -> Mesh:
-  return Mesh(np.array(jax.devices()), ("data",))
+# Points per block of the assignment: the (block, k) scores stay in cache, and the nearest centroid is
+# found by a min and a masked index-min (XLA:CPU's variadic argmin over a large (n, k) array is ~3x slower).
+BLOCK = 8192
+
+
+def _mesh(local: bool = False) -> Mesh:
+  """A 1-D "data" mesh over every device (all hosts), or over this host's devices only."""
+  return Mesh(np.array(jax.local_devices() if local else jax.devices()), ("data",))
+
+
+def _rows_per_device(n: int, devices: int) -> int:
+  m = -(-n // devices)
+  return -(-m // BLOCK) * BLOCK if m > BLOCK else -(-m // 8) * 8
 
 
 def _shard_points(x: np.ndarray, mesh: Mesh):
-  """Pads x to a multiple of the device count; returns (sharded points, sharded validity weights)."""
-  n = len(x)
-  d = mesh.devices.size
-  padded = -(-n // d) * d
-  xp = np.zeros((padded, x.shape[1]), np.float32)
+  """Pads this host's points x to equal whole blocks per device; returns (sharded points, sharded
+  validity weights). On several hosts every host passes its own points (process-local data) and the
+  padding makes the per-host shapes agree."""
+  n, d = len(x), x.shape[1]
+  local = [dev for dev in mesh.devices.flat if dev.process_index == jax.process_index()]
+  multihost = len(local) < mesh.devices.size
+  if multihost:
+    from jax.experimental import multihost_utils
+    n_max = int(np.max(multihost_utils.process_allgather(np.array([n]))))
+  else:
+    n_max = n
+  rows = _rows_per_device(n_max, len(local)) * len(local)
+  xp = np.zeros((rows, d), np.float32)
   xp[:n] = x
-  w = np.zeros(padded, np.float32)
+  w = np.zeros(rows, np.float32)
   w[:n] = 1.0
   sharding = NamedSharding(mesh, P("data"))
-  return jax.device_put(xp, sharding), jax.device_put(w, sharding)
+  if not multihost:
+    return jax.device_put(xp, sharding), jax.device_put(w, sharding)
+  total = rows * (mesh.devices.size // len(local))
+  return (jax.make_array_from_process_local_data(sharding, xp, (total, d)),
+          jax.make_array_from_process_local_data(sharding, w, (total,)))
 
 
 def _sq_distances(x, c):
@@ -79,24 +105,62 @@ def _sq_distances(x, c):
   return jnp.maximum(x2 - 2.0 * jnp.dot(x, c.T, precision=jax.lax.Precision.HIGHEST) + c2, 0.0)
 
 
-@jax.jit
-def _assign(x, c):
-  # argmin_c ||x - c||^2 = argmin_c (||c||^2 - 2 x.c): the per-row ||x||^2 only enters the distance.
-  s = jnp.sum(c * c, axis=1) - 2.0 * jnp.dot(x, c.T, precision=jax.lax.Precision.HIGHEST)
-  labels = jnp.argmin(s, axis=1)
-  best = jnp.take_along_axis(s, labels[:, None], axis=1)[:, 0]
-  return labels.astype(jnp.int32), jnp.maximum(best + jnp.sum(x * x, axis=1), 0.0)
+def _nearest(x, c):
+  """Labels (int32) and squared distances of this device's points x (m, d) to centroids c (k, d)."""
+  m, k = x.shape[0], c.shape[0]
+  block = BLOCK if m % BLOCK == 0 else m
+  c2 = jnp.sum(c * c, axis=1)
+  slots = jax.lax.broadcasted_iota(jnp.float32, (block, k), 1)
+
+  def one(xb):
+    # argmin_c ||x - c||^2 = argmin_c (||c||^2 - 2 x.c): the per-row ||x||^2 only enters the distance.
+    s = c2 - 2.0 * jnp.dot(xb, c.T, precision=jax.lax.Precision.HIGHEST)
+    best = jnp.min(s, axis=1, keepdims=True)
+    label = jnp.min(jnp.where(s <= best, slots, float(k)), axis=1)  # the first of ties, as argmin
+    return jnp.minimum(label, k - 1).astype(jnp.int32), jnp.maximum(best[:, 0] + jnp.sum(xb * xb, axis=1), 0.0)
+
+  labels, dist = jax.lax.map(one, x.reshape(m // block, block, x.shape[1]))
+  return labels.reshape(m), dist.reshape(m)
 
 
-@jax.jit
-def _stats(x, w, c):
-  """Per-cluster weighted sums and counts, the weighted inertia, and per-point distances."""
-  labels, dist = _assign(x, c)
+def _local_stats(x, w, c):
+  labels, dist = _nearest(x, c)
   k = c.shape[0]
-  # Segment sums cost O(n d), a one-hot matmul O(n k d) (as much as the distances themselves).
-  sums = jax.ops.segment_sum(x * w[:, None], labels, num_segments=k)
+  # Segment sums cost O(n d), a one-hot matmul O(n k d) (as much as the distances themselves). Padding
+  # rows are zeros, so they add nothing to the sums; the weights only count.
+  sums = jax.ops.segment_sum(x, labels, num_segments=k)
   counts = jax.ops.segment_sum(w, labels, num_segments=k)
-  return sums, counts, jnp.sum(dist * w), dist * w
+  reduce = lambda v: jax.lax.psum(v, "data")
+  return reduce(sums), reduce(counts), reduce(jnp.sum(dist * w)), dist * w
+
+
+@functools.lru_cache(maxsize=None)
+def _programs(mesh: Mesh):
+  """The jitted, data-parallel programs for `mesh`: each device works on its own points, and only the
+  (k, d) sums, (k,) counts and the inertia cross devices (and hosts)."""
+  data, rep = P("data"), P()
+  assign = jax.jit(jax.shard_map(_nearest, mesh=mesh, in_specs=(data, rep), out_specs=(data, data)))
+  stats = jax.jit(jax.shard_map(_local_stats, mesh=mesh, in_specs=(data, data, rep),
+                                out_specs=(rep, rep, rep, data)))
+
+  @jax.jit
+  def lloyd_step(x, w, c):
+    sums, counts, inertia, dist = stats(x, w, c)
+    return _update(c, sums, counts, x, dist), inertia, jnp.sum(counts <= 0)
+
+  return assign, stats, lloyd_step
+
+
+def _assign(x, c):
+  return _programs(x.sharding.mesh)[0](x, c)
+
+
+def _stats(x, w, c):
+  return _programs(x.sharding.mesh)[1](x, w, c)
+
+
+def _lloyd_step(x, w, c):
+  return _programs(x.sharding.mesh)[2](x, w, c)
 
 
 def _update(c, sums, counts, x, far_dist):
@@ -113,70 +177,103 @@ def _update(c, sums, counts, x, far_dist):
   return jax.lax.cond(jnp.any(empty), reseed, lambda new: new, new)
 
 
-@jax.jit
-def _lloyd_step(x, w, c):
-  sums, counts, inertia, dist = _stats(x, w, c)
-  return _update(c, sums, counts, x, dist), inertia, jnp.sum(counts <= 0)
+@functools.partial(jax.jit, static_argnums=(2, 4))
+def _seed(x, w, k: int, key, trials: int):
+  # All random numbers up front: D^2 sampling by inverting the cumulative distribution (cheaper than
+  # Gumbel noise over n points), and a loop body without a PRNG (a fraction of the compile time).
+  draws = jax.random.uniform(key, (k, trials))
+
+  def sample(weights, u):
+    cdf = jnp.cumsum(weights)
+    return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right", method="compare_all"), x.shape[0] - 1)
+
+  i0 = sample(w, draws[0, :1])[0]
+  c = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[i0])
+  d = jnp.sum((x - x[i0]) ** 2, axis=1)
+
+  def body(j, carry):
+    c, d = carry
+    cand = sample(d * w, draws[j])
+    new_d = jnp.minimum(d[None, :], _sq_distances(x, x[cand]).T)  # (trials, n)
+    best = jnp.argmin(jnp.sum(new_d * w[None, :], axis=1))
+    return c.at[j].set(x[cand[best]]), new_d[best]
+
+  c, _ = jax.lax.fori_loop(1, k, body, (c, d))
+  return c
 
 
 def kmeans_plus_plus(x, w, k: int, key, trials: int | None = None) -> jax.Array:
-  """Greedy k-means++ seeding on sharded points x with weights w (0 = padding): each new centre is the
-  best of `trials` (default 2 + ln k, as scikit-learn) D^2-sampled candidates."""
-  trials = trials or 2 + int(np.log(k))
-
-  @jax.jit
-  def run(x, w, key):
-    key, first = jax.random.split(key)
-    i0 = jax.random.categorical(first, jnp.log(w))
-    c = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[i0])
-    d = jnp.sum((x - x[i0]) ** 2, axis=1)
-
-    def body(j, carry):
-      c, d, key = carry
-      key, sub = jax.random.split(key)
-      # D^2 sampling by inverting the cumulative distribution (cheaper than Gumbel noise over n points).
-      cdf = jnp.cumsum(d * w)
-      u = jax.random.uniform(sub, (trials,)) * cdf[-1]
-      cand = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), x.shape[0] - 1)
-      new_d = jnp.minimum(d[None, :], _sq_distances(x, x[cand]).T)  # (trials, n)
-      best = jnp.argmin(jnp.sum(new_d * w[None, :], axis=1))
-      return c.at[j].set(x[cand[best]]), new_d[best], key
-
-    c, _, _ = jax.lax.fori_loop(1, k, body, (c, d, key))
-    return c
-
-  return run(x, w, key)
+  """Greedy k-means++ seeding on points x with weights w (0 = padding): each new centre is the best of
+  `trials` (default 2 + ln k, as scikit-learn) D^2-sampled candidates."""
+  return _seed(x, w, k, key, trials or 2 + int(np.log(k)))
 
 
-def fit(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 3, max_iter: int = 100, tol: float = 1e-6,
+def _global_sample(x: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """A random sample of `size` points of the data of all hosts, the same array on every host (each host
+  contributes an equal share of its own points, at most as many as the smallest host has)."""
+  if jax.process_count() == 1:
+    return x[np.sort(rng.permutation(len(x))[:size])]
+  from jax.experimental import multihost_utils
+
+  share = -(-size // jax.process_count())
+  share = min(share, int(np.min(multihost_utils.process_allgather(np.array([len(x)])))))
+  mine = x[np.sort(rng.permutation(len(x))[:share])]
+  return np.concatenate(list(multihost_utils.process_allgather(mine)))
+
+
+def _lloyd(xs, ws, c, max_iter: int, tol: float):
+  """Lloyd iterations until the relative inertia improvement is <= tol; returns (c, inertia, iterations)."""
+  previous, inertia, it = np.inf, np.inf, 0
+  for it in range(1, max_iter + 1):
+    c, inertia, _ = _lloyd_step(xs, ws, c)
+    inertia = float(inertia)
+    if np.isfinite(previous) and previous - inertia <= tol * previous:
+      break
+    previous = inertia
+  return c, inertia, it
+
+
+def _host_sum(*values):
+  """Sums arrays over hosts (identity on one host): the one cross-host step of the streaming fit."""
+  values = [np.asarray(v) for v in values]
+  if jax.process_count() == 1:
+    return values
+  from jax.experimental import multihost_utils
+
+  return [np.sum(multihost_utils.process_allgather(v), axis=0) for v in values]
+
+
+def fit(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: int = 100, tol: float = 1e-4,
         init_size: int | None = None, provenance: dict | None = None,
         log: Callable[[str], None] | None = None) -> KMeans:
-  """Fits k-means to in-memory points x (n, d): best of `n_init` k-means++ + Lloyd runs. The seeding
-  runs on a random sample of `init_size` points (default max(30,000, 20 k), as scikit-learn's
-  MiniBatchKMeans seeds on a sample); Lloyd then uses every point."""
+  """Fits k-means to in-memory points x (n, d) (on several hosts: each host's own points): best of
+  `n_init` runs of k-means++ seeding and Lloyd on a random sample of `init_size` points (default
+  max(30,000, 20 k)), then Lloyd on every point until the relative inertia improvement is <= tol.
+  Starting the full-data iterations from the sample's solution saves most of them."""
   x = np.asarray(x, np.float32)
   if len(x) < k:
     raise ValueError(f"{len(x)} points cannot make {k} clusters")
-  mesh = _mesh()
+  mesh, local = _mesh(), _mesh(local=True)
   xs, ws = _shard_points(x, mesh)
-  init_size = min(len(x), init_size or max(30_000, 20 * k))
+  points = int(_host_sum(np.array(len(x)))[0])  # over all hosts
+  init_size = min(points, init_size or max(30_000, 20 * k))
   best = None
   for run in range(n_init):
-    sample = np.sort(np.random.default_rng([seed, run]).permutation(len(x))[:init_size])
-    c = kmeans_plus_plus(*_shard_points(x[sample], mesh), k, jax.random.key(seed * 1000 + run))
-    previous = np.inf
-    for it in range(1, max_iter + 1):
-      c, inertia, _ = _lloyd_step(xs, ws, c)
-      inertia = float(inertia)
-      if np.isfinite(previous) and previous - inertia <= tol * previous:
-        break
-      previous = inertia
-    final = float(_stats(xs, ws, c)[2])
+    # The sample is the same on every host, so seeding runs identically on each host's own devices.
+    sample = _global_sample(x, init_size, np.random.default_rng([seed, run]))
+    ss, sw = _shard_points(sample, local)
+    c = kmeans_plus_plus(ss, sw, k, jax.random.key(seed * 1000 + run))
+    c, _, sample_iters = _lloyd(ss, sw, c, max_iter, tol)
+    c = jax.device_put(np.asarray(c), NamedSharding(mesh, P()))  # the same values on every host
+    c, _, it = _lloyd(xs, ws, c, max_iter, tol)
+    final = float(_lloyd_step(xs, ws, c)[1])  # the inertia of c (the same program: nothing to compile)
     if log:
-      log(f"k-means init {run + 1}/{n_init}: inertia {final:.6g} after {it} iterations")
+      log(f"k-means init {run + 1}/{n_init}: inertia {final:.6g} after {sample_iters} iterations on "
+          f"{len(sample):,} points and {it} on all")
     if best is None or final < best.inertia:
       best = KMeans(np.asarray(c), final, it, dict(provenance or {}))
-  best.provenance.update(points=len(x), seed=seed, n_init=n_init, devices=mesh.devices.size)
+  best.provenance.update(points=points, seed=seed, n_init=n_init,
+                         devices=mesh.devices.size, hosts=jax.process_count())
   return best
 
 
@@ -184,33 +281,35 @@ def fit_streaming(chunks: Callable[[], Iterable[np.ndarray]], k: int, *, seed: i
                   tol: float = 1e-4, init_points: int = 100_000, provenance: dict | None = None,
                   log: Callable[[str], None] | None = None) -> KMeans:
   """Lloyd over a stream: `chunks()` returns a fresh iterable of (m, d) arrays on every call (one pass
-  per iteration). Initialised by k-means++ on the first `init_points` points of the stream."""
-  mesh = _mesh()
-  head = take_rows(chunks(), init_points)
+  per iteration; on several hosts each host streams its own points). Initialised by k-means++ and
+  Lloyd on the first `init_points` points of the stream (an equal share from each host)."""
+  local = _mesh(local=True)
+  head = take_rows(chunks(), -(-init_points // jax.process_count()))
+  head = _global_sample(head, len(head) * jax.process_count(), np.random.default_rng(seed))
   if len(head) < k:
     raise ValueError(f"the stream has {len(head)} points, fewer than k={k}")
-  c = kmeans_plus_plus(*_shard_points(head, mesh), k, jax.random.key(seed))
-  previous = np.inf
-  total = 0
+  hx, hw = _shard_points(head, local)
+  c, _, _ = _lloyd(hx, hw, kmeans_plus_plus(hx, hw, k, jax.random.key(seed)), max_iter, tol)
+  previous, total = np.inf, 0
   for it in range(1, max_iter + 1):
-    sums = jnp.zeros_like(c)
-    counts = jnp.zeros((k,), jnp.float32)
-    inertia, total = 0.0, 0
+    sums, counts, inertia, total = np.zeros(c.shape, np.float64), np.zeros(k, np.float64), 0.0, 0
     for chunk in chunks():
-      xs, ws = _shard_points(np.asarray(chunk, np.float32), mesh)
-      s, cnt, inn, _ = _stats(xs, ws, c)
-      sums, counts, inertia, total = sums + s, counts + cnt, inertia + float(inn), total + len(chunk)
+      xs, ws = _shard_points(np.asarray(chunk, np.float32), local)
+      s, cnt, inn, _ = _stats(xs, ws, jax.device_put(c, NamedSharding(local, P())))
+      sums, counts, inertia, total = sums + np.asarray(s), counts + np.asarray(cnt), inertia + float(inn), total + len(chunk)
+    sums, counts, inertia, total = _host_sum(sums, counts, inertia, total)
+    inertia, total = float(inertia), int(total)
     # Empty clusters: re-seed from the initialisation sample's farthest points.
-    hx, hw = _shard_points(head, mesh)
     _, _, _, far = _stats(hx, hw, c)
-    c = _update(c, sums, counts, hx, far)
+    c = _update(c, jnp.asarray(sums, jnp.float32), jnp.asarray(counts, jnp.float32), hx, far)
     if log:
       log(f"streaming k-means iteration {it}: inertia {inertia:.6g} over {total} points")
     if np.isfinite(previous) and previous - inertia <= tol * previous:
       break
     previous = inertia
   result = KMeans(np.asarray(c), inertia, it, dict(provenance or {}))
-  result.provenance.update(points=total, seed=seed, streaming=True, devices=mesh.devices.size)
+  result.provenance.update(points=total, seed=seed, streaming=True, devices=jax.device_count(),
+                           hosts=jax.process_count())
   return result
 
 
@@ -226,9 +325,10 @@ def take_rows(chunks: Iterable[np.ndarray], n: int) -> np.ndarray:
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 262_144) -> np.ndarray:
-  """Nearest-centroid labels (int32) of x, data-parallel over devices, in chunks of bounded memory."""
+  """Nearest-centroid labels (int32) of x, data-parallel over this host's devices (hosts label their own
+  points: assignment needs no communication), in chunks of bounded memory."""
   x = np.asarray(x, np.float32)
-  mesh = _mesh()
+  mesh = _mesh(local=True)
   c = jax.device_put(np.asarray(centroids, np.float32), NamedSharding(mesh, P()))
   out = np.empty(len(x), np.int32)
   for start in range(0, len(x), chunk):
@@ -239,7 +339,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 262_144) -> np.nda
 
 
 def inertia(x: np.ndarray, centroids: np.ndarray) -> float:
-  mesh = _mesh()
+  mesh = _mesh(local=True)
   xs, ws = _shard_points(np.asarray(x, np.float32), mesh)
   return float(_stats(xs, ws, jnp.asarray(centroids, jnp.float32))[2])
 

@@ -7,14 +7,20 @@
 Outputs in `config.workdir`: kmeans.npz/.json (centroids with provenance), labels/<split>/ (label
 stores the data pipeline joins), report_<split>.json/.png (target quality against the corpus' phone
 alignment, when it has one).
+
+Multi-host (`jax.distributed`, as the trainer: config.distributed or JAX_COORDINATOR_ADDRESS / SLURM):
+every host featurizes its share of the utterances on its own devices, k-means reduces the per-cluster
+sums over all hosts, every host labels its share into a part store, and host 0 merges the parts.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
@@ -28,7 +34,19 @@ STEPS = ("fit", "assign", "report")
 
 
 def _log(msg: str) -> None:
-  print(msg, flush=True)
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def _share(indices):
+  """This host's share of a list of utterance indices (all of them on one host)."""
+  return list(indices)[jax.process_index()::jax.process_count()]
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 class Featurizer:
@@ -61,7 +79,8 @@ def _source(cfg, split):
 def _batches(source, indices, cfg, desc):
   """(ids, waveforms) in groups of cfg.batch_size, with a progress bar."""
   utts = features_lib.iterate_utterances(source, indices, cfg.audio_key, cfg.id_key)
-  bar = tqdm(total=len(indices), desc=desc, unit="utt", file=sys.stdout, mininterval=2.0)
+  bar = tqdm(total=len(indices), desc=desc, unit="utt", file=sys.stdout, mininterval=2.0,
+             disable=jax.process_index() != 0)
   batch = []
   for item in utts:
     batch.append(item)
@@ -84,9 +103,10 @@ def fit(cfg) -> kmeans_lib.KMeans:
   workdir = Path(cfg.workdir)
   featurize = Featurizer(cfg)
   source = _source(cfg, cfg.fit_split)
-  indices = _fit_indices(cfg, len(source))
+  all_indices = _fit_indices(cfg, len(source))
+  indices = _share(all_indices)
   provenance = {**featurize.provenance, "dataset": cfg.dataset, "split": cfg.fit_split,
-                "fraction": cfg.fit_fraction, "utterances": len(indices), "label_rate": featurize.rate}
+                "fraction": cfg.fit_fraction, "utterances": len(all_indices), "label_rate": featurize.rate}
   if cfg.streaming:
     def chunks():
       for _, waves in _batches(source, indices, cfg, "features"):
@@ -95,10 +115,13 @@ def fit(cfg) -> kmeans_lib.KMeans:
   else:
     feats = [f for _, waves in _batches(source, indices, cfg, f"features ({cfg.fit_split})") for f in featurize(waves)]
     x = np.concatenate(feats)
-    _log(f"fitting k-means k={cfg.k} on {len(x):,} frames x {x.shape[1]} dims")
+    hosts = f" on this host, of {jax.process_count()} hosts" if jax.process_count() > 1 else ""
+    _log(f"fitting k-means k={cfg.k} on {len(x):,} frames x {x.shape[1]} dims{hosts}")
     km = kmeans_lib.fit(x, cfg.k, seed=cfg.seed, n_init=cfg.n_init, max_iter=cfg.max_iter, provenance=provenance,
                         log=_log)
-  km.save(workdir / "kmeans")
+  if jax.process_index() == 0:
+    km.save(workdir / "kmeans")
+  _barrier("kmeans saved")
   _log(f"wrote {workdir / 'kmeans.npz'} (inertia {km.inertia:.6g})")
   return km
 
@@ -115,15 +138,25 @@ def assign(cfg) -> dict[str, Path]:
     source = _source(cfg, split)
     histogram = np.zeros(km.k, np.int64)
     out = workdir / "labels" / split
-    with labels_lib.LabelStoreWriter(out, label_rate=featurize.rate, num_classes=km.k, overwrite=True,
-                                     provenance={**km.provenance, "kmeans": str(workdir / "kmeans")}) as writer:
-      for ids, waves in _batches(source, range(len(source)), cfg, f"assign ({split})"):
+    parts = workdir / "labels" / f".{split}.parts"
+    mine = out if jax.process_count() == 1 else parts / f"part-{jax.process_index():05d}"
+    meta = dict(label_rate=featurize.rate, num_classes=km.k,
+                provenance={**km.provenance, "kmeans": str(workdir / "kmeans")})
+    with labels_lib.LabelStoreWriter(mine, overwrite=True, **meta) as writer:
+      for ids, waves in _batches(source, _share(range(len(source))), cfg, f"assign ({split})"):
         feats = featurize(waves)
         split_at = np.cumsum([len(f) for f in feats])[:-1]
         for uid, wave, labels in zip(ids, waves, np.split(km.assign(np.concatenate(feats)), split_at)):
           labels_lib.check_length(uid, len(labels), len(wave), featurize.rate)
           histogram += np.bincount(labels, minlength=km.k)
           writer.add(uid, labels)
+    if jax.process_count() > 1:
+      histogram = kmeans_lib._host_sum(histogram)[0]
+      _barrier(f"labels {split} written")
+      if jax.process_index() == 0:
+        labels_lib.merge_stores(sorted(parts.glob("part-*")), out, **meta)
+        shutil.rmtree(parts)
+      _barrier(f"labels {split} merged")
     for warning in quality_lib.degenerate_warnings(histogram, km.k):
       _log(f"WARNING ({split}): degenerate dictionary: {warning}")
     _log(f"wrote {out} ({histogram.sum():,} frames, {np.sum(histogram > 0)}/{km.k} clusters used)")
@@ -169,7 +202,18 @@ def report(cfg) -> quality_lib.Quality:
 
 
 def run(cfg, steps=STEPS):
+  from wavlm_jax import sharding
+
+  if cfg.get("distributed") is not None:
+    sharding.initialize_distributed(cfg.distributed)
+  if jax.process_count() > 1 and cfg.prepare:  # build the corpus once, on host 0, before the others read it
+    if jax.process_index() == 0:
+      for split in {cfg.fit_split, *cfg.assign_splits}:
+        _source(cfg, split)
+    _barrier("corpus prepared")
   for step in steps:
+    if step == "report" and jax.process_index() != 0:
+      continue
     {"fit": fit, "assign": assign, "report": report}[step](cfg)
 
 
