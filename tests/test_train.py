@@ -266,7 +266,9 @@ def test_two_processes_match_one(espeak_data_dir, phone_labels, tmp_path):
   assert "over 8 devices (2 processes)" in outs[0]
   params_1, losses_1 = _final(tmp_path / "one")
   params_2, losses_2 = _final(tmp_path / "two")
+  # Reductions run in another order over two processes; Adam's m / sqrt(v) magnifies that rounding for
+  # weights whose gradients are near zero, so an absolute 1e-5 (under 1 % of one step at lr 2e-3) is allowed.
   for k in params_1:
-    np.testing.assert_allclose(params_1[k], params_2[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(params_1[k], params_2[k], rtol=1e-4, atol=1e-5, err_msg=k)
   for step in losses_1:
     assert abs(losses_1[step] - losses_2[step]) < 1e-4 * abs(losses_1[step])
