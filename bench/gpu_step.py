@@ -39,20 +39,6 @@ CROP = 15.6
 AUDIO_PER_STEP = {"wavlm_base": 2800.0, "wavlm_large": 7200.0}
 
 
-def matmul_peak(dim: int = 8192, repeats: int = 20) -> float:
-  import jax
-  import jax.numpy as jnp
-
-  a = jax.random.normal(jax.random.key(0), (dim, dim), jnp.bfloat16)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  start = time.perf_counter()
-  for _ in range(repeats):
-    y = f(a)
-  y.block_until_ready()
-  return 2 * dim ** 3 * repeats / (time.perf_counter() - start)
-
-
 def config_for(model: str, remat: str, batch: int):
   from configs import wavlm_base, wavlm_large
 
@@ -186,7 +172,10 @@ def main():
 
   device = jax.devices()[0]
   hbm = args.hbm_gib or (device.memory_stats() or {}).get("bytes_limit", 80 * 1024 ** 3) / 1024 ** 3
-  peak = matmul_peak(8192 if device.platform == "gpu" else 512, 20 if device.platform == "gpu" else 3)
+  import jax.numpy as jnp
+
+  gpu = device.platform == "gpu"
+  peak = metrics.measured_matmul_peak(8192 if gpu else 512, jnp.bfloat16, 20 if gpu else 3)
   datasheet = metrics.peak_flops_per_device()
   print(f"{device.device_kind}: {hbm:.1f} GiB usable, bf16 matmul {peak / 1e12:.0f} TFLOP/s measured, "
         f"{datasheet / 1e12:.0f} datasheet; jax {jax.__version__}", flush=True)
