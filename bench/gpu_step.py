@@ -167,13 +167,12 @@ def main():
   args = p.parse_args()
 
   import jax
+  import jax.numpy as jnp
 
   from wavlm_jax import metrics
 
   device = jax.devices()[0]
   hbm = args.hbm_gib or (device.memory_stats() or {}).get("bytes_limit", 80 * 1024 ** 3) / 1024 ** 3
-  import jax.numpy as jnp
-
   gpu = device.platform == "gpu"
   peak = metrics.measured_matmul_peak(8192 if gpu else 512, jnp.bfloat16, 20 if gpu else 3)
   datasheet = metrics.peak_flops_per_device()
