@@ -34,6 +34,9 @@ def run_config(model, data=None, **top):
   c.checkpoint.keep = 3
   c.checkpoint.keep_period = 0  # also keep every N-th step (0: none)
   c.checkpoint.asynchronous = True
+  # Multi-host: how often the hosts agree whether any of them was told to stop (SIGTERM); a host-level
+  # collective, so not every step. One host alone checks every step.
+  c.checkpoint.preemption_check_every = 10
 
   c.distributed = distributed_config()
 

@@ -278,7 +278,7 @@ def train(cfg, workdir: str) -> dict:
       now = time.perf_counter()
       pending = (step, step_metrics, now - last_time if step > start_step + 1 else 0.0, host_batch)
       last_time = now
-      preempted = _preempted(stop, step)
+      preempted = _preempted(stop, step, cfg.checkpoint.preemption_check_every, total_steps)
       if step % cfg.checkpoint.every_steps == 0 or preempted or step == total_steps:
         ckpt.save(step, state, data_state, cfg.to_dict(), force=True)
       if preempted:
@@ -322,11 +322,14 @@ def train(cfg, workdir: str) -> dict:
   return summary
 
 
-def _preempted(stop, step) -> bool:
-  """True on every process once any process received SIGTERM (checked collectively on multi-host)."""
+def _preempted(stop, step: int, every: int, total_steps: int) -> bool:
+  """Whether to save and stop after `step`: at once on one host; on several, every process gets the
+  same answer from a collective check every `every` steps (a host round trip, so not every step)."""
   local = stop["signal"] is not None
   if jax.process_count() == 1:
     return local
+  if step % max(1, every) and step != total_steps:
+    return False
   from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.array([local]))))
 
