@@ -32,23 +32,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipes in configs/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/scaling.py
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
+from scaling import AUDIO_PER_STEP, recipe  # noqa: E402 - bench/, the same recipes as the TPU table
+
 CROP = 15.6
-AUDIO_PER_STEP = {"wavlm_base": 2800.0, "wavlm_large": 7200.0}
 
 
 def config_for(model: str, remat: str, batch: int):
-  from configs import wavlm_base, wavlm_large
-
-  cfg = (wavlm_base if model == "wavlm_base" else wavlm_large).get_config()
+  """The recipe on one GPU (data parallel) at `batch` crops of CROP seconds."""
+  cfg = recipe(model, "dp", remat, CROP, 1)
   with cfg.unlocked():
-    cfg.sharding = "dp"
-    cfg.model.remat = remat
-    cfg.data.crop_seconds = CROP
     cfg.data.batch_size = batch
-    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, 1, 1
   return cfg
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipes in configs/
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 AUDIO_PER_STEP = {"wavlm_base": 2800.0, "wavlm_large": 7200.0}
 VARIANTS = [("dp", "none"), ("fsdp", "none"), ("fsdp_tp", "none"), ("fsdp", "full")]
@@ -53,6 +52,7 @@ def main():
   p.add_argument("--out", default="bench/results/scaling.json")
   args = p.parse_args()
 
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile-only host (here, not at import: bench/gpu_step.py imports us)
   from wavlm_jax import aot
 
   rows = []

@@ -233,8 +233,8 @@ def _lloyd(xs, ws, c, max_iter: int, tol: float):
   return c, inertia, it
 
 
-def _host_sum(*values):
-  """Sums arrays over hosts (identity on one host): the one cross-host step of the streaming fit."""
+def sum_over_hosts(*values):
+  """Sums host arrays over all hosts (identity on one host); every host gets the sums."""
   values = [np.asarray(v) for v in values]
   if jax.process_count() == 1:
     return values
@@ -255,7 +255,7 @@ def fit(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 1, max_iter: int 
     raise ValueError(f"{len(x)} points cannot make {k} clusters")
   mesh, local = _mesh(), _mesh(local=True)
   xs, ws = _shard_points(x, mesh)
-  points = int(_host_sum(np.array(len(x)))[0])  # over all hosts
+  points = int(sum_over_hosts(np.array(len(x)))[0])  # over all hosts
   init_size = min(points, init_size or max(30_000, 20 * k))
   best = None
   for run in range(n_init):
@@ -293,14 +293,15 @@ def fit_streaming(chunks: Callable[[], Iterable[np.ndarray]], k: int, *, seed: i
   previous, total = np.inf, 0
   for it in range(1, max_iter + 1):
     sums, counts, inertia, total = np.zeros(c.shape, np.float64), np.zeros(k, np.float64), 0.0, 0
+    replicated = jax.device_put(c, NamedSharding(local, P()))
     for chunk in chunks():
       xs, ws = _shard_points(np.asarray(chunk, np.float32), local)
-      s, cnt, inn, _ = _stats(xs, ws, jax.device_put(c, NamedSharding(local, P())))
+      s, cnt, inn, _ = _stats(xs, ws, replicated)
       sums, counts, inertia, total = sums + np.asarray(s), counts + np.asarray(cnt), inertia + float(inn), total + len(chunk)
-    sums, counts, inertia, total = _host_sum(sums, counts, inertia, total)
+    sums, counts, inertia, total = sum_over_hosts(sums, counts, inertia, total)
     inertia, total = float(inertia), int(total)
-    # Empty clusters: re-seed from the initialisation sample's farthest points.
-    _, _, _, far = _stats(hx, hw, c)
+    # Empty clusters: re-seed from the initialisation sample's farthest points (only then needed).
+    far = _stats(hx, hw, c)[3] if np.any(counts <= 0) else jnp.zeros_like(hw)
     c = _update(c, jnp.asarray(sums, jnp.float32), jnp.asarray(counts, jnp.float32), hx, far)
     if log:
       log(f"streaming k-means iteration {it}: inertia {inertia:.6g} over {total} points")

@@ -151,7 +151,7 @@ def assign(cfg) -> dict[str, Path]:
           histogram += np.bincount(labels, minlength=km.k)
           writer.add(uid, labels)
     if jax.process_count() > 1:
-      histogram = kmeans_lib._host_sum(histogram)[0]
+      histogram = kmeans_lib.sum_over_hosts(histogram)[0]
       _barrier(f"labels {split} written")
       if jax.process_index() == 0:
         labels_lib.merge_stores(sorted(parts.glob("part-*")), out, **meta)
