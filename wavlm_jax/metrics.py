@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # Dense bf16 peak FLOP/s per chip (vendor figures); CPU is measured at start-up.
@@ -17,9 +18,10 @@ PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v
 
 
 def measured_matmul_peak(dim: int = 1024, dtype=np.float32, repeats: int = 10) -> float:
-  """FLOP/s of a large jitted matmul on device 0 (the realistic peak of a CPU host; bf16 on a GPU)."""
+  """FLOP/s of a large jitted matmul on device 0 (the realistic peak of a CPU host; bf16 on a GPU), with
+  fp32 accumulation and output: XLA:CPU runs bf16 matmuls on its bf16 dot-product kernels only then."""
   x = jax.device_put(np.random.default_rng(0).standard_normal((dim, dim)).astype(dtype), jax.devices()[0])
-  f = jax.jit(lambda a: a @ a)
+  f = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
   f(x).block_until_ready()
   start = time.perf_counter()
   for _ in range(repeats):

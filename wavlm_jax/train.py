@@ -381,10 +381,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
+
+  from wavlm_jax import cli
 
   config_flags.DEFINE_config_file("config", None, "run recipe (configs/*.py)", lock_config=True)
   flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs and metrics.jsonl go here")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

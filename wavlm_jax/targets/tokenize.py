@@ -228,8 +228,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app
   from ml_collections import config_flags
 
+  from wavlm_jax import cli
+
   config_flags.DEFINE_config_file("config", None, "tokenizer config file (configs/tokenize_*.py)", lock_config=True)
-  app.run(main)
+  cli.run(main)
