@@ -50,6 +50,19 @@ def test_aot_for_a_tpu_topology():
   assert report.flops_per_step > 0 and report.roofline_step_seconds > 0
 
 
+def test_positional_conv_auto_follows_the_devices_compiled_for():
+  # "auto" is decided by the mesh's devices, not the host: a TPU step compiled ahead of time on a CPU
+  # host gets the grouped convolution, a CPU step the per-group matmul.
+  reason = _libtpu_reason()
+  if reason:
+    pytest.skip(reason)
+  cfg = _tiny()
+  grouped = f"feature_group_count = {cfg.model.conv_pos_groups}"
+  for devices, expected in ((aot.devices_for("v5e:2x2", None)[0], True), (jax.devices("cpu")[:4], False)):
+    lowered, _, _ = aot.lower_step(cfg, devices, label_rate=100.0)
+    assert (grouped in lowered.as_text()) == expected, devices[0].platform
+
+
 def test_aot_command_line_reports_memory_and_flops():
   out = subprocess.run([sys.executable, "-m", "wavlm_jax.aot", "--config", "configs/tiny.py", "--cpu_devices", "4",
                         "--config.data.batch_size=8", "--config.data.crop_seconds=1.0", "--label_rate=100"],

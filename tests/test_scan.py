@@ -81,14 +81,3 @@ def test_positional_conv_implementations_agree():
   x = jnp.asarray(np.random.RandomState(0).randn(2, 16000).astype(np.float32))
   np.testing.assert_allclose(conv(x).last_hidden_state, matmul(x).last_hidden_state, rtol=1e-5, atol=1e-5)
 
-
-def test_positional_conv_auto_follows_the_platform_lowered_for():
-  # "auto" is decided when the step is lowered, not by the host: an ahead-of-time TPU compile on a CPU
-  # host must get the grouped convolution, a CPU step the per-group matmul.
-  cfg = config_lib.model_card("tiny", conv_pos_impl="auto")
-  model = wavlm.build(cfg, seed=0)
-  x = jnp.zeros((1, 4000), jnp.float32)
-  groups = f"feature_group_count = {cfg.conv_pos_groups}"
-  for platform, grouped in (("tpu", True), ("cuda", True), ("cpu", False)):
-    text = jax.export.export(jax.jit(lambda x: model(x).last_hidden_state), platforms=[platform])(x).mlir_module()
-    assert (groups in text) == grouped, platform

@@ -89,8 +89,8 @@ def devices_for(topology: str | None, cpu_devices: int | None):
   return devices[:cpu_devices] if cpu_devices else devices, "cpu"
 
 
-def compile_step(cfg, devices, label_rate: float = 50.0):
-  """Lowers and compiles the training step for `devices`; returns (compiled, mesh, global batch)."""
+def lower_step(cfg, devices, label_rate: float = 50.0):
+  """Lowers the training step for `devices`; returns (lowered, mesh, global batch)."""
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
@@ -108,7 +108,13 @@ def compile_step(cfg, devices, label_rate: float = 50.0):
   abstract_batch = {"audio": jax.ShapeDtypeStruct((batch, samples), jnp.float32, sharding=bs),
                     "padding_mask": jax.ShapeDtypeStruct((batch, samples), jnp.bool_, sharding=bs),
                     "labels": jax.ShapeDtypeStruct((batch, labels), jnp.int32, sharding=bs)}
-  return run.step.lower(run.abstract_state, abstract_batch).compile(), mesh, batch
+  return run.step.lower(run.abstract_state, abstract_batch), mesh, batch
+
+
+def compile_step(cfg, devices, label_rate: float = 50.0):
+  """Lowers and compiles the training step for `devices`; returns (compiled, mesh, global batch)."""
+  lowered, mesh, batch = lower_step(cfg, devices, label_rate)
+  return lowered.compile(), mesh, batch
 
 
 def _out_of_memory(cfg, config_name, target, devices, chip, error: Exception) -> Report:

@@ -112,6 +112,13 @@ def use(mesh: Mesh, rules: Mapping[str, object]):
     _CONTEXT.reset(token)
 
 
+def platform() -> str:
+  """The platform the step being traced is built for: that of the devices of the mesh in `use(...)` (an
+  ahead-of-time TPU compile on a CPU host says "tpu"), else JAX's default backend."""
+  ctx = _CONTEXT.get()
+  return ctx[0].devices.flat[0].platform if ctx is not None else jax.default_backend()
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """with_sharding_constraint by logical names; the identity outside `use(...)`."""
   ctx = _CONTEXT.get()

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from wavlm_jax import sharding
 from wavlm_jax.models import layers
 
 
@@ -41,12 +42,13 @@ class PositionalConvEmbedding(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     # PyTorch pads K//2 on both sides and drops the last frame for even K; pad one less on the right.
     pad = (self.width // 2, self.width // 2 - (1 - self.width % 2))
-    conv = lambda x, w: layers.conv1d(x, w, padding=(pad,), groups=self.groups)
-    matmul = lambda x, w: _grouped_conv_as_matmul(x, w.astype(x.dtype), pad, self.groups)
-    if self.impl == "auto":  # chosen by the platform the step is lowered for (not the host's: AOT for TPU)
-      y = jax.lax.platform_dependent(x, self.kernel(), cpu=matmul, default=conv)
+    # "auto": by the devices the step is built for, not this host's backend (AOT for TPU on a CPU host).
+    # (Not lax.platform_dependent: libtpu 0.0.42's compiler overflows its stack on that conditional.)
+    impl = self.impl if self.impl != "auto" else ("matmul" if sharding.platform() == "cpu" else "conv")
+    if impl == "conv":
+      y = layers.conv1d(x, self.kernel(), padding=(pad,), groups=self.groups)
     else:
-      y = {"conv": conv, "matmul": matmul}[self.impl](x, self.kernel())
+      y = _grouped_conv_as_matmul(x, self.kernel().astype(x.dtype), pad, self.groups)
     return layers.gelu(y + self.bias[...].astype(y.dtype))
 
 
