@@ -5,7 +5,8 @@ roofline step time and audio-seconds/s/chip, and the largest crop that fits. Glo
 
     .venv/bin/python bench/scaling.py [--topologies v4:2x2x4,v5e:4x4,v5p:2x2x4] [--out bench/results/scaling.json]
 
-GPU (H100) counts are not compiled here (XLA's CPU compiler cannot model GPU memory): `bench/gpu_step.py`
+Each compile runs in a child process, retried if libtpu's compiler crashes (it did, now and then, before
+`wavlm_jax.aot` gave its fibers larger stacks). GPU (H100) counts are not compiled here (XLA's CPU compiler cannot model GPU memory): `bench/gpu_step.py`
 measures them on a GPU (the README's H100 table); `python -m wavlm_jax.aot --cpu_devices N` checks that
 the sharded step compiles for N devices.
 """
@@ -13,8 +14,10 @@ the sharded step compiles for N devices.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipes in c
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 AUDIO_PER_STEP = {"wavlm_base": 2800.0, "wavlm_large": 7200.0}
-VARIANTS = [("dp", "none"), ("fsdp", "none"), ("fsdp_tp", "none"), ("fsdp", "full")]
+VARIANTS = [("dp", "none"), ("fsdp", "none"), ("fsdp_tp", "none"), ("fsdp", "dots"), ("fsdp", "full")]
 CROPS = (15.6, 12.0, 10.0, 8.0, 6.0, 4.0, 2.0)
 
 
@@ -43,6 +46,26 @@ def recipe(model: str, preset: str, remat: str, crop: float, devices: int):
   return cfg
 
 
+def _analyse_here(model: str, preset: str, remat: str, crop: float, topology: str) -> dict:
+  from wavlm_jax import aot
+
+  devices, chip = aot.devices_for(topology, None)
+  return dataclasses.asdict(aot.analyse(recipe(model, preset, remat, crop, len(devices)), model, topology, devices, chip))
+
+
+def analyse(model: str, preset: str, remat: str, crop: float, topology: str, attempts: int = 4) -> dict:
+  """One compile in a child process, retried if the child dies: libtpu 0.0.42's compiler overflows a
+  fiber stack now and then (SIGSEGV; the same program compiles on another try)."""
+  for attempt in range(1, attempts + 1):
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+      try:
+        return pool.submit(_analyse_here, model, preset, remat, crop, topology).result()
+      except concurrent.futures.process.BrokenProcessPool:
+        print(f"  compiler crashed ({topology} {model} {preset}/{remat} {crop} s), attempt {attempt}/{attempts}",
+              flush=True)
+  raise RuntimeError(f"libtpu crashed {attempts} times compiling {topology} {model} {preset}/{remat} at {crop} s")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--topologies", default="v4:2x2x4,v5e:4x4,v5p:2x2x4")
@@ -53,30 +76,26 @@ def main():
   args = p.parse_args()
 
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile-only host (here, not at import: bench/gpu_step.py imports us)
-  from wavlm_jax import aot
 
   rows = []
   for topology in args.topologies.split(","):
-    devices, chip = aot.devices_for(topology, None)
     for model in args.models.split(","):
       for preset, remat in (v.split("/") for v in args.variants.split(",")):
         start = time.perf_counter()
-        report = aot.analyse(recipe(model, preset, remat, 15.6, len(devices)), model, topology, devices, chip)
-        row = dataclasses.asdict(report) | {"compile_seconds": round(time.perf_counter() - start, 1),
-                                            "largest_fitting_crop": None}
+        report = analyse(model, preset, remat, 15.6, topology)
+        row = report | {"compile_seconds": round(time.perf_counter() - start, 1), "largest_fitting_crop": None}
         if (preset, remat) == ("fsdp", "full"):  # the most memory-frugal variant: how long a crop fits?
           for crop in CROPS:
-            r = report if crop == 15.6 else aot.analyse(recipe(model, preset, remat, crop, len(devices)), model,
-                                                        topology, devices, chip)
-            if r.fits:
+            r = report if crop == 15.6 else analyse(model, preset, remat, crop, topology)
+            if r["fits"]:
               row["largest_fitting_crop"] = crop
               break
         rows.append(row)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rows, indent=2, default=str))  # partial results survive a stop
         print(f"{topology:>10} {model:<12} {preset:<8} remat={remat:<5} "
-              f"{report.total_gib:6.1f}/{report.hbm_gib:.0f} GiB {'fits' if report.fits else 'OOM ':<5} "
-              f"{report.audio_seconds_per_second_per_chip:8,.0f} audio-s/s/chip", flush=True)
+              f"{report['total_gib']:6.1f}/{report['hbm_gib']:.0f} GiB {'fits' if report['fits'] else 'OOM ':<5} "
+              f"{report['audio_seconds_per_second_per_chip']:8,.0f} audio-s/s/chip", flush=True)
 
   print(f"\n{'topology':<10} {'model':<12} {'preset':<8} {'remat':<5} {'batch':>5} {'GiB/dev':>8} {'HBM':>5} "
         f"{'fits':>5} {'TFLOP/step':>10} {'roofline ms':>11} {'audio-s/s/chip':>14} {'max crop':>8}")
