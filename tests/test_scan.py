@@ -80,4 +80,3 @@ def test_positional_conv_implementations_agree():
   params.set_params(matmul, params.get_params(conv))
   x = jnp.asarray(np.random.RandomState(0).randn(2, 16000).astype(np.float32))
   np.testing.assert_allclose(conv(x).last_hidden_state, matmul(x).last_hidden_state, rtol=1e-5, atol=1e-5)
-

@@ -42,7 +42,7 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.conv_pos = 128
   c.conv_pos_groups = 16
   c.conv_pos_impl = "auto"  # "conv" (XLA grouped conv), "matmul" (per-group matmul over taps; ~6x faster
-  # on CPU), "auto" (matmul on CPU, conv elsewhere)
+  # on CPU), "auto" (matmul when the step runs on CPU devices, conv on TPU/GPU, also when compiled ahead of time)
   c.relative_position = "gated"  # "none" (HuBERT), "bucket" (ILS-SSL), "gated" (WavLM).
   c.num_buckets = 320
   c.max_distance = 800

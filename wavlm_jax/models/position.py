@@ -43,7 +43,6 @@ class PositionalConvEmbedding(nnx.Module):
     # PyTorch pads K//2 on both sides and drops the last frame for even K; pad one less on the right.
     pad = (self.width // 2, self.width // 2 - (1 - self.width % 2))
     # "auto": by the devices the step is built for, not this host's backend (AOT for TPU on a CPU host).
-    # (Not lax.platform_dependent: libtpu 0.0.42's compiler overflows its stack on that conditional.)
     impl = self.impl if self.impl != "auto" else ("matmul" if sharding.platform() == "cpu" else "conv")
     if impl == "conv":
       y = layers.conv1d(x, self.kernel(), padding=(pad,), groups=self.groups)
