@@ -6,9 +6,9 @@ roofline step time and audio-seconds/s/chip, and the largest crop that fits. Glo
     .venv/bin/python bench/scaling.py [--topologies v4:2x2x4,v5e:4x4,v5p:2x2x4] [--out bench/results/scaling.json]
 
 Each compile runs in a child process, retried if libtpu's compiler crashes (it did, now and then, before
-`wavlm_jax.aot` gave its fibers larger stacks). GPU (H100) counts are not compiled here (XLA's CPU compiler cannot model GPU memory): `bench/gpu_step.py`
-measures them on a GPU (the README's H100 table); `python -m wavlm_jax.aot --cpu_devices N` checks that
-the sharded step compiles for N devices.
+`wavlm_jax.aot` gave its fibers larger stacks). GPU (H100) counts are not compiled here (XLA's CPU
+compiler cannot model GPU memory): `bench/gpu_step.py` measures them on a GPU (the README's H100 table);
+`python -m wavlm_jax.aot --cpu_devices N` checks that the sharded step compiles for N devices.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def _analyse_here(model: str, preset: str, remat: str, crop: float, topology: st
   from wavlm_jax import aot
 
   devices, chip = aot.devices_for(topology, None)
-  return dataclasses.asdict(aot.analyse(recipe(model, preset, remat, crop, len(devices)), model, topology, devices, chip))
+  report = aot.analyse(recipe(model, preset, remat, crop, len(devices)), model, topology, devices, chip)
+  return dataclasses.asdict(report)
 
 
 def analyse(model: str, preset: str, remat: str, crop: float, topology: str, attempts: int = 4) -> dict:

@@ -2,13 +2,15 @@
 + AdamW on the same config, batch and crop, with the same threads; and MFU: the model's FLOPs per step
 (analytic, SPEC.md §16) per second over the measured matmul peak of this machine.
 
-    .venv/bin/python bench/train_step.py [--model wavlm_base] [--batch 2] [--seconds 4] [--steps 5] [--dtype bfloat16]
+    .venv/bin/python bench/train_step.py [--model wavlm_base] [--batch 2] [--seconds 4] [--steps 5]
+                                         [--dtype bfloat16]
 
 Both sides: dropout, LayerDrop and masking off (they are not comparable work), loss = mean square of
 the last hidden state, fp32 (or `--dtype bfloat16`: JAX's bf16 compute dtype against PyTorch autocast).
 JAX is timed with the layer stack under lax.scan (the default, quick to compile for deep models and
 pods) and unrolled (`scan_layers=False`, faster on CPU). Also printed: the floor that the step's matmul
-FLOPs set at the measured peak, and the share of that peak a 1.5x-over-PyTorch step would need. Target (issue 5): JAX >= 1.5x faster than PyTorch for WavLM Base at 2 x 4 s, and >= 60 % of the
+FLOPs set at the measured peak, and the share of that peak a 1.5x-over-PyTorch step would need.
+Target (issue 5): JAX >= 1.5x faster than PyTorch for WavLM Base at 2 x 4 s, and >= 60 % of the
 measured matmul peak.
 """
 

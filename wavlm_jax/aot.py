@@ -22,8 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # libtpu 0.0.42's compiler overflows a fiber's stack (SIGSEGV) on some of these steps now and then, e.g.
 # WavLM Base with fsdp and remat on v4; 32 MiB fiber stacks compile them.
-if "fibers_default_thread_stack_size" not in os.environ.get("LIBTPU_INIT_ARGS", ""):
-  os.environ["LIBTPU_INIT_ARGS"] = f"{os.environ.get('LIBTPU_INIT_ARGS', '')} --fibers_default_thread_stack_size={32 << 20}"
+_LIBTPU_ARGS = os.environ.get("LIBTPU_INIT_ARGS", "")
+if "fibers_default_thread_stack_size" not in _LIBTPU_ARGS:
+  os.environ["LIBTPU_INIT_ARGS"] = f"{_LIBTPU_ARGS} --fibers_default_thread_stack_size={32 << 20}".strip()
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402
