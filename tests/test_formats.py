@@ -1,5 +1,6 @@
-"""Original-format checkpoints (unilm WavLM, fairseq HuBERT pre-training and CTC) import to the same
-outputs as transformers; unsafe pickles are refused; bad input is reported and nothing is written.
+"""Original-format checkpoints (unilm WavLM, fairseq HuBERT pre-training, ILS-SSL pre-training and CTC)
+import to the same outputs as transformers; unsafe pickles are refused; bad input is reported and nothing
+is written.
 
 The original-format files are built here by renaming a transformers state dict per SPEC.md §10.3,
 independently of the converter's own table.
@@ -7,6 +8,7 @@ independently of the converter's own table.
 
 import argparse
 import json
+import logging
 import os
 import re
 
@@ -19,6 +21,7 @@ from omegaconf import OmegaConf
 import wavlm_jax
 from tests import torch_models
 from wavlm_jax import checkpointing
+from wavlm_jax.convert import formats
 from wavlm_jax.convert.__main__ import main as convert
 
 _RENAMES = [
@@ -118,7 +121,7 @@ def test_fairseq_pretraining_checkpoint_with_heads(cfg_style, tmp_path):
   _compare_hidden(tmp_path / "ours", model)
 
 
-def test_fairseq_finetuned_ctc_checkpoint(tmp_path):
+def test_fairseq_finetuned_ctc_checkpoint(tmp_path, capsys, caplog):
   model = torch_models.make("hubert_post_ln", ctc=True)
   state = {}
   for name, tensor in model.state_dict().items():
@@ -126,18 +129,121 @@ def test_fairseq_finetuned_ctc_checkpoint(tmp_path):
       state[name.replace("lm_head.", "w2v_encoder.proj.")] = tensor
   backbone = {k[len("hubert."):]: v for k, v in model.state_dict().items() if k.startswith("hubert.")}
   state.update({f"w2v_encoder.w2v_model.{k}": v for k, v in to_original(backbone, False).items()})
+  # fairseq's remove_pretraining_modules drops final_proj and target_glu but keeps the label table.
+  state["w2v_encoder.w2v_model.label_embs_concat"] = torch.rand(14, 8)
   cfg = OmegaConf.create({"model": {"_name": "hubert_ctc", "final_dropout": 0.0, "layerdrop": 0.1,
                                     "feature_grad_mult": 0.0,
-                                    "w2v_args": {"model": original_cfg(model.config, _name="hubert"),
-                                                 "task": {"normalize": False}}}})
+                                    "w2v_args": {"model": original_cfg(model.config, _name="hubert", final_dim=8,
+                                                                       untie_final_proj=True),
+                                                 "task": {"normalize": False, "labels": ["km"]}}}})
   torch.save({"cfg": cfg, "model": state}, tmp_path / "ctc.pt")
   assert convert(["--from", "fairseq", "--src", str(tmp_path / "ctc.pt"), "--dst", str(tmp_path / "ours")]) == 0
+  assert "dropped w2v_encoder.w2v_model.label_embs_concat (14, 8)" in capsys.readouterr().err
+  dropped = []
+  config, _ = formats.read_fairseq(tmp_path / "ctc.pt", dropped=dropped)
+  assert dropped == [("w2v_encoder.w2v_model.label_embs_concat", (14, 8))] and config.num_label_classes == 0
+  with caplog.at_level(logging.WARNING, logger="wavlm_jax.convert.formats"):
+    formats.read_fairseq(tmp_path / "ctc.pt")  # no list to receive them: logged instead
+  assert "w2v_encoder.w2v_model.label_embs_concat (14, 8)" in caplog.text
   ours = checkpointing.load_model(tmp_path / "ours")
   assert ours.config.vocab_size == 12 and ours.config.layerdrop == 0.1 and ours.config.feature_grad_mult == 0.0
   x, _ = torch_models.waveforms()
   logits = ours.ctc_logits(ours(jnp.asarray(x)))
   _, _, out = torch_models.reference(model, x)
   assert torch_models.rel_err(logits, out.logits.numpy()) < 1e-4
+
+
+def _ils_heads(model, predict_layers, pre_ln: bool, classes: int = 10, final_dim: int = 8, seed: int = 1):
+  """The ILS-SSL pre-training tensors (UniSpeech ils_hubert with separate label embeddings, SPEC.md
+  §8.1): final_proj.K per predicted layer, one (layers, C + 4, final_dim) label table, and
+  post_layer_norm.K when the model is pre-LN."""
+  g = torch.Generator().manual_seed(seed)
+  e = model.config.hidden_size
+  heads = {"label_embs_concat": torch.rand(len(predict_layers), classes + 4, final_dim, generator=g)}
+  for k in range(len(predict_layers)):
+    heads[f"final_proj.{k}.weight"] = torch.randn(final_dim, e, generator=g)
+    heads[f"final_proj.{k}.bias"] = torch.randn(final_dim, generator=g)
+    if pre_ln:
+      heads[f"post_layer_norm.{k}.weight"] = 1 + 0.1 * torch.randn(e, generator=g)
+      heads[f"post_layer_norm.{k}.bias"] = 0.1 * torch.randn(e, generator=g)
+  return heads
+
+
+@pytest.mark.parametrize("pre_ln", [False, True], ids=["post_ln", "pre_ln"])
+def test_ils_ssl_checkpoint_converts_both_ways(pre_ln, tmp_path):
+  model = torch_models.make("hubert_post_ln", do_stable_layer_norm=pre_ln)
+  predict_layers = [1, 2]
+  heads = _ils_heads(model, predict_layers, pre_ln)
+  state = {**to_original(model.state_dict(), False), **heads}
+  arch = original_cfg(model.config, _name="ils_hubert", final_dim=8, untie_final_proj=True,
+                      predict_layers=str(predict_layers), separate_label_embeds=True, separate_layer_targets=False,
+                      weighted_sum=False)
+  cfg = OmegaConf.create({"model": arch, "task": {"_name": "hubert_pretraining", "normalize": False}})
+  torch.save({"cfg": cfg, "model": state}, tmp_path / "ils.pt")
+  assert convert(["--from", "fairseq", "--src", str(tmp_path / "ils.pt"), "--dst", str(tmp_path / "ours")]) == 0
+  ours = checkpointing.load_model(tmp_path / "ours")
+  assert ours.config.predict_layers == (1, 2) and ours.config.num_label_classes == 10 and ours.config.final_dim == 8
+
+  # Each head sits on its own layer: cosine logits from the reference's layer outputs and the fixture tensors.
+  x, _ = torch_models.waveforms()
+  theirs, _, _ = torch_models.reference(model, x)
+  logits = ours.label_logits(ours(jnp.asarray(x)))
+  for k, layer in enumerate(predict_layers):
+    h = torch.from_numpy(theirs[layer])  # un-normalised output of `layer` (not the last layer here)
+    if pre_ln:
+      h = torch.nn.functional.layer_norm(h, (h.shape[-1],), heads[f"post_layer_norm.{k}.weight"],
+                                         heads[f"post_layer_norm.{k}.bias"])
+    proj = torch.nn.functional.linear(h, heads[f"final_proj.{k}.weight"], heads[f"final_proj.{k}.bias"])
+    table = heads["label_embs_concat"][k]
+    want = torch.cosine_similarity(proj.unsqueeze(-2), table, dim=-1) / 0.1
+    assert torch_models.rel_err(logits[k], want.numpy()) < 1e-4, k
+
+  # Back to the original layout: the same tensors under the same names, and the same model again.
+  assert convert(["--to", "unilm", "--src", str(tmp_path / "ours"), "--dst", str(tmp_path / "back.pt")]) == 0
+  back = torch.load(tmp_path / "back.pt", weights_only=True)
+  assert back["cfg"]["predict_layers"] == "[1, 2]" and back["cfg"]["separate_label_embeds"]
+  for name, tensor in heads.items():
+    torch.testing.assert_close(back["model"][name], tensor, rtol=0, atol=0, msg=name)
+  assert convert(["--from", "unilm", "--src", str(tmp_path / "back.pt"), "--dst", str(tmp_path / "again")]) == 0
+  flat, again = checkpointing.load_flat_params(tmp_path / "ours"), checkpointing.load_flat_params(tmp_path / "again")
+  assert flat.keys() == again.keys()
+  for k in flat:
+    np.testing.assert_array_equal(flat[k], again[k], err_msg=k)
+
+
+def test_ils_ssl_variants_without_one_head_per_layer_are_refused(tmp_path, capsys):
+  model = torch_models.make("hubert_post_ln")
+  state = to_original(model.state_dict(), False)
+  state["final_proj.weight"] = torch.randn(8, 32)  # separate_label_embeds=False: one head for all layers
+  state["final_proj.bias"] = torch.randn(8)
+  state["label_embs_concat"] = torch.rand(1, 14, 8)
+  arch = original_cfg(model.config, _name="ils_hubert", final_dim=8, predict_layers="[1, 3]",
+                      separate_label_embeds=False)
+  torch.save({"cfg": OmegaConf.create({"model": arch}), "model": state}, tmp_path / "ils.pt")
+  assert convert(["--from", "fairseq", "--src", str(tmp_path / "ils.pt"), "--dst", str(tmp_path / "out")]) == 1
+  err = capsys.readouterr().err
+  assert "ILS-SSL checkpoint with one final_proj and label table shared by all predicted layers" in err
+  assert "separate_label_embeds=False" in err and "ils.pt" in err
+  assert not (tmp_path / "out").exists()
+
+
+def test_finetuned_ils_ssl_leftovers_are_listed_and_dropped(tmp_path, capsys):
+  model = torch_models.make("hubert_post_ln", ctc=True, do_stable_layer_norm=True)
+  state = {k.replace("lm_head.", "w2v_encoder.proj."): v for k, v in model.state_dict().items()
+           if k.startswith("lm_head.")}
+  backbone = {k[len("hubert."):]: v for k, v in model.state_dict().items() if k.startswith("hubert.")}
+  leftovers = {k: v for k, v in _ils_heads(model, [1, 3], pre_ln=True).items() if k.startswith("post_layer_norm.")}
+  state.update({f"w2v_encoder.w2v_model.{k}": v for k, v in {**to_original(backbone, False), **leftovers}.items()})
+  arch = original_cfg(model.config, _name="ils_hubert", final_dim=8, predict_layers="[1, 3]",
+                      separate_label_embeds=True)
+  cfg = OmegaConf.create({"model": {"_name": "hubert_ctc", "w2v_args": {"model": arch, "task": {"normalize": False}}}})
+  torch.save({"cfg": cfg, "model": state}, tmp_path / "ctc.pt")
+  assert convert(["--from", "fairseq", "--src", str(tmp_path / "ctc.pt"), "--dst", str(tmp_path / "ours")]) == 0
+  err = capsys.readouterr().err
+  for name in leftovers:
+    assert f"dropped w2v_encoder.w2v_model.{name} (32,)" in err, name
+  config = checkpointing.load_config(tmp_path / "ours")
+  assert config.vocab_size == 12 and config.predict_layers == () and config.num_label_classes == 0
 
 
 class _Payload:

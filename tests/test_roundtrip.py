@@ -75,3 +75,25 @@ def test_ours_to_unilm_to_ours_is_identical(tmp_path):
   again = checkpointing.load_flat_params(tmp_path / "again")
   for k in flat:
     np.testing.assert_array_equal(flat[k], again[k], err_msg=k)
+
+
+def test_ours_with_ils_heads_to_unilm_to_ours_is_identical(tmp_path):
+  # ILS-SSL as UniSpeech trains it: un-gated bucket position bias, one head per predicted layer; pre-LN
+  # so that each head's post_layer_norm travels too.
+  config = config_lib.model_card("tiny", scan_layers=False, relative_position="bucket", layer_norm_first=True,
+                                 predict_layers=(1, 2))
+  flat = params.get_params(wavlm.build(config, seed=6))
+  checkpointing.save_model(tmp_path / "ours", flat, config)
+  assert convert(["--to", "unilm", "--src", str(tmp_path / "ours"), "--dst", str(tmp_path / "w.pt")]) == 0
+  ckpt = torch.load(tmp_path / "w.pt", weights_only=True)
+  assert ckpt["cfg"]["relative_position_embedding"] and not ckpt["cfg"]["gru_rel_pos"]
+  assert ckpt["model"]["label_embs_concat"].shape == (2, 54, 32)
+  assert {"final_proj.1.weight", "post_layer_norm.1.bias"} <= ckpt["model"].keys()
+  assert convert(["--from", "unilm", "--src", str(tmp_path / "w.pt"), "--dst", str(tmp_path / "again"),
+                  "--scan-layers", "false"]) == 0
+  back = checkpointing.load_config(tmp_path / "again")
+  assert back.predict_layers == (1, 2) and back.relative_position == "bucket"
+  again = checkpointing.load_flat_params(tmp_path / "again")
+  assert again.keys() == flat.keys()
+  for k in flat:
+    np.testing.assert_array_equal(flat[k], again[k], err_msg=k)

@@ -7,6 +7,8 @@
   python -m wavlm_jax.convert --to unilm     --src CKPT_DIR      --dst WavLM.pt
 
 Everything is read and checked before anything is written; on error nothing appears at --dst.
+Pre-training tensors that a fine-tuned fairseq checkpoint still carries (label_embs_concat, ...) are
+listed on stderr and not converted.
 """
 
 from __future__ import annotations
@@ -50,7 +52,11 @@ def main(argv=None) -> int:
   try:
     _check_dst_free(dst, args.overwrite)
     if args.src_format:
-      config, flat = READERS[args.src_format](args.src)
+      dropped: list[tuple[str, tuple]] = []
+      kwargs = {"dropped": dropped} if args.src_format == "fairseq" else {}
+      config, flat = READERS[args.src_format](args.src, **kwargs)
+      for name, shape in dropped:
+        print(f"dropped {name} {shape}: a pre-training tensor the fine-tuned model does not use", file=sys.stderr)
       config.unlock()
       config.scan_layers = args.scan_layers == "true"
       config.lock()

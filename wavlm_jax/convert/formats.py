@@ -2,15 +2,18 @@
 
 Formats: transformers (`save_pretrained` directories of WavLMModel, HubertModel, WavLMForCTC,
 HubertForCTC), the original unilm WavLM `{'cfg', 'model'}` checkpoints, and fairseq HuBERT checkpoints
-(pre-training, with `final_proj` and `label_embs_concat`, or fine-tuned `w2v_encoder.*` CTC models).
-The architecture always comes from the checkpoint's own config, never from class defaults.
+(pre-training, with `final_proj` and `label_embs_concat`; ILS-SSL pre-training with one head per
+predicted layer; or fine-tuned `w2v_encoder.*` CTC models, whose pre-training leftovers are listed and
+dropped). The architecture always comes from the checkpoint's own config, never from class defaults.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +22,9 @@ import numpy as np
 from wavlm_jax.convert import mapping, torch_io
 from wavlm_jax.models import config as config_lib
 from wavlm_jax.models.heads import LABEL_OFFSET
+
+
+logger = logging.getLogger(__name__)
 
 
 class ConversionError(ValueError):
@@ -227,7 +233,7 @@ def config_from_original(cfg: Mapping[str, Any], source: str, **extra):
 def original_config_dict(config) -> dict[str, Any]:
   """A unilm `WavLMConfig`-style dict describing `config` (the inverse of config_from_original)."""
   conv = " + ".join(f"[({d},{k},{s})]" for d, k, s in zip(config.conv_dim, config.conv_kernel, config.conv_stride))
-  return dict(
+  d = dict(
       extractor_mode=config.extractor_mode, encoder_layers=config.num_layers, encoder_embed_dim=config.embed_dim,
       encoder_ffn_embed_dim=config.ffn_dim, encoder_attention_heads=config.num_heads, activation_fn="gelu",
       layer_norm_first=config.layer_norm_first, conv_feature_layers=conv, conv_bias=config.conv_bias,
@@ -241,6 +247,11 @@ def original_config_dict(config) -> dict[str, Any]:
       mask_selection="static", mask_other=0.0, no_mask_overlap=False, mask_min_space=1,
       mask_channel_prob=config.mask_channel_prob, mask_channel_length=config.mask_channel_length,
       final_dim=config.final_dim)
+  if config.predict_layers:
+    # ILS-SSL (UniSpeech ils_hubert) fields: its config stores the layer list as a string.
+    d.update(predict_layers=str(list(config.predict_layers)), separate_label_embeds=True,
+             separate_layer_targets=False, weighted_sum=False)
+  return d
 
 
 def _load_checkpoint(path: Path) -> Mapping[str, Any]:
@@ -260,17 +271,21 @@ def read_unilm(path: str | os.PathLike):
     raise ConversionError(f"{path}: no 'cfg' entry; unilm checkpoints carry their WavLMConfig fields there")
   cfg = torch_io.to_plain(ckpt["cfg"])
   state = torch_io.state_dict_to_numpy(ckpt["model"])
-  extra = _head_fields(state, "", path)
+  extra = _head_fields(state, cfg, path)
   config = config_from_original(cfg, str(path), **extra)
   return config, mapping.to_ours(state, config, mapping.ORIGINAL, source=str(path))
 
 
-def _head_fields(state: Mapping[str, np.ndarray], prefix: str, source) -> dict[str, Any]:
-  """Pre-training head sizes from its tensors (final_dim, label classes); CTC vocabulary size."""
+def _head_fields(state: dict[str, np.ndarray], cfg: Mapping[str, Any], source) -> dict[str, Any]:
+  """Pre-training head sizes from its (unprefixed) tensors: final_dim and label classes, plus
+  predict_layers for ILS-SSL heads; the CTC vocabulary size. Renames early HuBERT's `label_embs`."""
   extra: dict[str, Any] = {}
   if "label_embs" in state and "label_embs_concat" not in state:
     state["label_embs_concat"] = state.pop("label_embs")  # the name in early HuBERT checkpoints
-  if "label_embs_concat" in state:
+  ils = "predict_layers" in cfg or any(k.startswith(("final_proj.0.", "post_layer_norm.")) for k in state)
+  if "label_embs_concat" in state and (ils or state["label_embs_concat"].ndim != 2):
+    extra.update(_ils_head_fields(state, cfg, source))
+  elif "label_embs_concat" in state:
     rows, dim = state["label_embs_concat"].shape
     if "final_proj.weight" not in state or state["final_proj.weight"].shape[0] != dim:
       raise ConversionError(f"{source}: final_proj does not match label_embs_concat {rows}x{dim} "
@@ -281,8 +296,63 @@ def _head_fields(state: Mapping[str, np.ndarray], prefix: str, source) -> dict[s
   return extra
 
 
-def read_fairseq(path: str | os.PathLike):
-  """(config, flat params) from a fairseq HuBERT checkpoint: pre-training or fine-tuned CTC."""
+def _ils_head_fields(state: Mapping[str, np.ndarray], cfg: Mapping[str, Any], source) -> dict[str, Any]:
+  """ILS-SSL (UniSpeech `ils_hubert`) heads -> predict_layers, num_label_classes, final_dim.
+
+  Our model has one head per predicted layer (final_proj, label table, and post_layer_norm when
+  pre-LN), which is `--separate-label-embeds` with one label set, as the released recipe trains.
+  Other variants are refused by name rather than converted into a different model.
+  """
+  def refuse(what):
+    raise ConversionError(f"{source}: ILS-SSL checkpoint with {what} is not supported (only separate_label_embeds "
+                          "with one label set and the same targets for every predicted layer)")
+
+  spec = cfg.get("predict_layers")
+  if spec is None:
+    raise ConversionError(f"{source}: ILS-SSL heads (final_proj.N / stacked label_embs_concat) but the model "
+                          "config has no predict_layers; cannot tell which layers they belong to")
+  try:
+    layers = ast.literal_eval(spec) if isinstance(spec, str) else spec
+    layers = tuple(int(x) for x in layers)
+  except (ValueError, SyntaxError, TypeError):
+    raise ConversionError(f"{source}: cannot parse predict_layers {spec!r}") from None
+  if cfg.get("separate_layer_targets"):
+    refuse("separate_layer_targets=True (different targets per layer)")
+  if cfg.get("weighted_sum") or "weights" in state:
+    refuse("weighted_sum=True (learned per-layer loss weights)")
+  if "final_proj.weight" in state or cfg.get("separate_label_embeds") is False:
+    refuse("one final_proj and label table shared by all predicted layers (separate_label_embeds=False)")
+  table = state["label_embs_concat"]
+  if table.ndim != 3 or table.shape[0] != len(layers):
+    refuse(f"label_embs_concat of shape {tuple(table.shape)} for predict_layers {list(layers)} "
+           f"(expected ({len(layers)}, C + {LABEL_OFFSET}, final_dim))")
+  _, rows, dim = table.shape
+  for k in range(len(layers)):
+    proj = state.get(f"final_proj.{k}.weight")
+    if proj is not None and proj.shape[0] != dim:
+      refuse(f"final_proj.{k} of {proj.shape[0]} outputs for label tables of width {dim} (several label sets)")
+  return dict(predict_layers=layers, num_label_classes=rows - LABEL_OFFSET, final_dim=dim)
+
+
+# Pre-training modules a fine-tuned fairseq model still carries under w2v_encoder.w2v_model.: fairseq's
+# remove_pretraining_modules drops final_proj and target_glu (HuBERT keeps label_embs_concat); ILS-SSL
+# also keeps post_layer_norm.N and weighted_sum's weights. The CTC model uses none of them.
+_PRETRAINING_LEFTOVER = re.compile(r"label_embs_concat|label_embs|final_proj(\.\d+)?\.(weight|bias)"
+                                   r"|target_glu\.\d+\.(weight|bias)|post_layer_norm\.\d+\.(weight|bias)|weights")
+
+
+def drop_pretraining_leftovers(state: dict[str, np.ndarray], prefix: str) -> list[tuple[str, tuple]]:
+  """Removes from `state` the pre-training head tensors under `prefix` (a fine-tuned model's backbone)
+  and returns their (name, shape), for the caller to report."""
+  return [(name, tuple(state.pop(name).shape)) for name in sorted(state)
+          if name.startswith(prefix) and _PRETRAINING_LEFTOVER.fullmatch(name[len(prefix):])]
+
+
+def read_fairseq(path: str | os.PathLike, *, dropped: list | None = None):
+  """(config, flat params) from a fairseq HuBERT checkpoint: pre-training (plain or ILS-SSL) or
+  fine-tuned CTC. A fine-tuned model's leftover pre-training tensors are dropped, never silently: their
+  (name, shape) are appended to `dropped` when it is a list (the caller reports them), else logged as a
+  warning."""
   path = Path(path)
   ckpt = _load_checkpoint(path)
   if ckpt.get("cfg") is not None:
@@ -315,7 +385,14 @@ def read_fairseq(path: str | os.PathLike):
     task = (torch_io.to_plain(ckpt["cfg"]).get("task") or {})
     if "normalize" in task:
       model_cfg["normalize"] = task["normalize"]
-  extra = _head_fields(state, prefix, path)
+  if prefix:
+    leftovers = drop_pretraining_leftovers(state, prefix)
+    if dropped is not None:
+      dropped.extend(leftovers)
+    elif leftovers:
+      logger.warning("%s: dropped pre-training tensors the fine-tuned model does not use: %s", path,
+                     ", ".join(f"{name} {shape}" for name, shape in leftovers))
+  extra = _head_fields(state, model_cfg, path)
   if prefix:
     extra["final_dropout"] = float(finetune_cfg.get("final_dropout", 0.0))
   config = config_from_original(model_cfg, str(path), **extra)

@@ -6,10 +6,13 @@ transform). The same rows convert in both directions (STYLE.md habit 11); transf
   conv         Conv1d weight (out, in/g, k) <-> kernel (k, in/g, out) (axis reversal)
   head_vector  gate constant (1, H, 1, 1) <-> (H,)
   identity     everything else (norm scale/bias, biases, embeddings, weight-norm g and v)
+Rows with a `stack` index share one PyTorch tensor, stacked on a new leading axis in index order
+(ILS-SSL's per-layer label tables, one `label_embs_concat` of shape (layers, C + 4, final_dim)).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Callable, Mapping
 
@@ -42,6 +45,7 @@ class Row:
   original: str | None
   transform: str = "identity"
   backbone: bool = True  # False: a head, never under the backbone prefix
+  stack: int | None = None  # index of this row's slice in a tensor shared by several rows
 
   def torch_name(self, fmt: str) -> str | None:
     return self.hf if fmt == HF else self.original
@@ -103,9 +107,18 @@ def table(config) -> list[Row]:
           "linear")
       add(f"{ours}/feed_forward/{dense}/bias", f"{hf}.feed_forward.{dense}.bias", f"{orig}.{orig_dense}.bias")
 
-  if config.num_label_classes > 0:
-    if config.predict_layers:
-      raise NotImplementedError("conversion of ILS-SSL heads (predict_layers) to PyTorch formats is not supported")
+  if config.num_label_classes > 0 and config.predict_layers:
+    # ILS-SSL with separate label embeddings (SPEC.md §8.1): final_proj and post_layer_norm are
+    # nn.Sequential, one entry per predicted layer; the label tables are one stacked tensor.
+    for k in range(len(config.predict_layers)):
+      head = f"ils_heads/{k}"
+      add(f"{head}/final_proj/kernel", None, f"final_proj.{k}.weight", "linear", backbone=False)
+      add(f"{head}/final_proj/bias", None, f"final_proj.{k}.bias", backbone=False)
+      add(f"{head}/label_embs_concat", None, "label_embs_concat", backbone=False, stack=k)
+      if config.layer_norm_first:
+        for o, t in (("scale", "weight"), ("bias", "bias")):
+          add(f"{head}/post_layer_norm/{o}", None, f"post_layer_norm.{k}.{t}", backbone=False)
+  elif config.num_label_classes > 0:
     add("pretrain_head/final_proj/kernel", None, "final_proj.weight", "linear", backbone=False)
     add("pretrain_head/final_proj/bias", None, "final_proj.bias", backbone=False)
     add("pretrain_head/label_embs_concat", None, "label_embs_concat", backbone=False)
@@ -125,11 +138,14 @@ def _full_name(row: Row, fmt: str, prefix: str) -> str | None:
 def expected_torch_shapes(config, fmt: str, prefix: str = "") -> dict[str, tuple[int, ...]]:
   shapes = params_lib.param_shapes(wavlm.abstract(config))
   shapes = params_lib.to_layout(shapes_as_arrays(shapes), config, scanned=False)
+  rows = table(config)
+  stacked = collections.Counter(_full_name(r, fmt, prefix) for r in rows if r.stack is not None)
   out = {}
-  for row in table(config):
+  for row in rows:
     name = _full_name(row, fmt, prefix)
     if name is not None:
-      out[name] = _TO_TORCH[row.transform](shapes[row.ours]).shape
+      shape = _TO_TORCH[row.transform](shapes[row.ours]).shape
+      out[name] = (stacked[name], *shape) if row.stack is not None else shape
   return out
 
 
@@ -166,7 +182,8 @@ def to_ours(state: Mapping[str, np.ndarray], config, fmt: str, prefix: str = "",
   for row in table(config):
     name = _full_name(row, fmt, prefix)
     if name in state:
-      flat[row.ours] = np.asarray(_TO_OURS[row.transform](np.asarray(state[name], np.float32)))
+      value = np.asarray(state[name], np.float32)
+      flat[row.ours] = np.asarray(_TO_OURS[row.transform](value if row.stack is None else value[row.stack]))
   return params_lib.to_layout(flat, config)
 
 
@@ -178,7 +195,7 @@ def to_torch(flat: Mapping[str, np.ndarray], config, fmt: str, prefix: str = "",
   parametrizations.weight.original0/original1.
   """
   flat = params_lib.to_layout(flat, config, scanned=False)
-  out = {}
+  out, stacks = {}, {}
   for row in table(config):
     name = _full_name(row, fmt, prefix)
     if name is None:
@@ -186,5 +203,11 @@ def to_torch(flat: Mapping[str, np.ndarray], config, fmt: str, prefix: str = "",
     if weight_norm == "parametrizations":
       name = name.replace(".weight_g", ".parametrizations.weight.original0")
       name = name.replace(".weight_v", ".parametrizations.weight.original1")
-    out[name] = np.ascontiguousarray(_TO_TORCH[row.transform](np.asarray(flat[row.ours], np.float32)))
+    value = np.ascontiguousarray(_TO_TORCH[row.transform](np.asarray(flat[row.ours], np.float32)))
+    if row.stack is None:
+      out[name] = value
+    else:
+      stacks.setdefault(name, {})[row.stack] = value
+  for name, parts in stacks.items():
+    out[name] = np.stack([parts[k] for k in sorted(parts)])
   return out

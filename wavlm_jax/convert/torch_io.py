@@ -3,8 +3,11 @@
 `.pt`/`.bin` files are unpickled by `torch.load` with a restricted unpickler: only tensor rebuilding,
 plain containers and `argparse.Namespace` resolve to real objects; fairseq's omegaconf/dataclass config
 objects resolve to inert stand-ins whose state is read as plain data. Any other global (a function or
-class that could run code) refuses the whole file with the name of that global.
-`.safetensors` files need no unpickling at all.
+class that could run code) refuses the whole file with the name of that global. This holds for both
+container formats torch.save writes: the zip archive and the legacy format (a sequence of pickles:
+magic number, protocol, sys info, the object, storage keys, then raw storage bytes), every pickle of
+which goes through the same unpickler. TorchScript archives and the pre-1.0 tar format are refused
+before torch sees them. `.safetensors` files need no unpickling at all.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import collections
 import copyreg
 import os
 import pickle
+import tarfile
 import types
 from pathlib import Path
 from typing import Any, Mapping
@@ -104,19 +108,70 @@ class _RestrictedUnpickler(pickle.Unpickler):
         "data (tensors, containers, config objects). The file may carry code; nothing was executed.")
 
 
+def _restricted_pickle_module(source: str) -> types.SimpleNamespace:
+  """A stand-in for the `pickle` module whose `Unpickler` and `load` both use the allow-list.
+
+  torch.load reads zip archives with `Unpickler` but the legacy format with `load` (four plain pickles
+  around the object), so both must be restricted: a `load` that is `pickle.load` runs any code in them.
+  """
+  unpickler = type("Unpickler", (_RestrictedUnpickler,), {"allowed": _allowed_globals(), "source": source})
+
+  def load(file, **kwargs):
+    return unpickler(file, **kwargs).load()
+
+  return types.SimpleNamespace(Unpickler=unpickler, load=load, __name__="restricted_pickle")
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # what torch.load tests (the first bytes only) to pick the zip reader
+
+
+def _refuse_code_containers(f, source: str) -> None:
+  """Refuses the containers torch.load would not unpickle with our module: TorchScript archives
+  (handed to torch.jit.load, which runs their code) and the pre-1.0 tar format (extracted to disk and
+  read with storage classes as globals). `f` is at offset 0 and is left there."""
+  import torch
+
+  head = f.read(len(_ZIP_MAGIC))
+  f.seek(0)
+  if head == _ZIP_MAGIC:
+    try:
+      records = torch._C.PyTorchFileReader(f).get_all_records()  # torch's own reader: the records it sees
+    except RuntimeError as e:
+      raise ValueError(f"{source}: not a readable torch zip archive: {e}") from None
+    finally:
+      f.seek(0)
+    if "constants.pkl" in records or any(r.startswith("code/") for r in records):
+      raise UnsafeCheckpointError(
+          f"{source}: refusing to load: it is a TorchScript archive (code/ or constants.pkl entries), and "
+          "TorchScript is not supported; nothing was executed. Save the model's state_dict() instead.")
+    return
+  try:
+    tarfile.open(fileobj=f, mode="r:").close()  # the test torch's legacy loader makes before its tar path
+    is_tar = True
+  except tarfile.TarError:
+    is_tar = False
+  finally:
+    f.seek(0)
+  if is_tar:
+    raise UnsafeCheckpointError(f"{source}: refusing to load: the pre-1.0 tar checkpoint format is not supported; "
+                                "nothing was executed. Re-save it with a current torch.save.")
+
+
 def load_torch_file(path: str | os.PathLike) -> Any:
-  """torch.load of a .pt/.bin file with the restricted unpickler, tensors on the CPU."""
+  """torch.load of a .pt/.bin file (zip or legacy format) with the restricted unpickler, tensors on the CPU."""
   import torch
 
   path = Path(path)
-  unpickler = type("Unpickler", (_RestrictedUnpickler,), {"allowed": _allowed_globals(), "source": str(path)})
-  module = types.SimpleNamespace(Unpickler=unpickler, load=pickle.load, __name__="restricted_pickle")
-  try:
-    return torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
-  except UnsafeCheckpointError:
-    raise
-  except pickle.UnpicklingError as e:
-    raise UnsafeCheckpointError(f"{path}: cannot be unpickled safely: {e}") from None
+  # One open file for the checks and the load, so that what was checked is what is loaded.
+  with open(path, "rb") as f:
+    _refuse_code_containers(f, str(path))
+    try:
+      return torch.load(f, map_location="cpu", pickle_module=_restricted_pickle_module(str(path)),
+                        weights_only=False)
+    except UnsafeCheckpointError:
+      raise
+    except pickle.UnpicklingError as e:
+      raise UnsafeCheckpointError(f"{path}: cannot be unpickled safely: {e}") from None
 
 
 def to_plain(obj: Any) -> Any:
