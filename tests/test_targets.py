@@ -103,6 +103,32 @@ def test_quality_invariants():
   assert any("80%" in w for w in warnings) and any("only 2 of 10" in w for w in warnings)
 
 
+def test_code_distribution_without_a_reference():
+  codes = quality.CodeAccumulator(8, label_rate=50)
+  codes.add(np.array([0, 1, 2, 3]), 4 * 320)  # the expected 4 frames at 50 Hz
+  codes.add(np.array([0, 1, 2, 3, 0, 1]), 9 * 320)  # 3 frames short
+  d = codes.result()
+  assert (d.frames, d.utterances, d.audio_frame_diff_total, d.audio_frame_diff_max) == (10, 2, 3, 3)
+  assert d.unused_clusters == [4, 5, 6, 7] and d.num_unused_clusters == 4 and d.clusters_used == 4
+  assert (d.largest_cluster, d.largest_cluster_fraction) == (0, 0.3)
+  p = np.array([3, 3, 2, 2]) / 10
+  assert d.histogram_entropy == pytest.approx(-np.sum(p * np.log2(p)))
+  assert d.perplexity == pytest.approx(2 ** d.histogram_entropy)
+  uniform = quality.code_distribution(np.full(16, 5))
+  assert uniform.histogram_entropy == pytest.approx(4.0) and uniform.perplexity == pytest.approx(16.0)
+  with pytest.raises(ValueError, match="outside"):
+    codes.add(np.array([8]), 320)
+  # Without a reference the report says what it lacks; with one, the code figures agree with the joint's.
+  report = quality.report_dict(d, note="needs a phone alignment")
+  assert report["pnmi"] is None and report["note"] == "needs a phone alignment" and not report["phone_alignment"]
+  acc = quality.QualityAccumulator(3, 8)
+  acc.add(np.array([0, 1, 2, 0]), np.array([0, 1, 2, 3]))
+  q = acc.result()
+  joint_codes = quality.code_distribution(acc.joint.sum(axis=0))
+  assert q.histogram_entropy == joint_codes.histogram_entropy and q.clusters_used == joint_codes.clusters_used
+  assert quality.report_dict(joint_codes, q)["aligned_frames"] == 4
+
+
 @pytest.mark.slow
 def test_tokenize_end_to_end_on_the_embedded_corpus(espeak_data_dir, tmp_path, capsys):
   cfg = tokenize_mfcc.get_config("tiny")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from wavlm_jax.data import audio_io, espeak, text
+from wavlm_jax.data import audio_io, espeak, paths, text
 
 ARRAY_RECORD = "array_record"
 
@@ -232,12 +232,13 @@ FOLDER_BUILDERS = {"audio_dir": AudioDir, "noise_dir": NoiseDir, "librispeech_di
 
 
 def default_data_dir() -> str:
-  return os.environ.get("WAVLM_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+  """The data dir when none is configured (`wavlm_jax.data.paths.data_dir`)."""
+  return paths.data_dir()
 
 
 def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """Builds (if absent) a registered dataset, e.g. "espeak_speech/tiny", as ArrayRecord."""
-  data_dir = data_dir or default_data_dir()
+  data_dir = paths.data_dir(data_dir)
   builder = tfds.builder(name, data_dir=data_dir, file_format=ARRAY_RECORD)
   builder.download_and_prepare(file_format=ARRAY_RECORD)
   return builder
@@ -250,7 +251,7 @@ def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = No
     raise KeyError(f"unknown folder builder {kind!r}; known: {sorted(FOLDER_BUILDERS)}")
   config = FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
                         validation_fraction=validation_fraction)
-  builder = FOLDER_BUILDERS[kind](data_dir=data_dir or default_data_dir(), config=config,
+  builder = FOLDER_BUILDERS[kind](data_dir=paths.data_dir(data_dir), config=config,
                                   file_format=ARRAY_RECORD)
   builder.download_and_prepare()
   return builder

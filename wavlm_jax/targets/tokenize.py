@@ -3,10 +3,17 @@
     python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py            # fit, assign, report
     python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py fit        # or one step
     python -m wavlm_jax.targets.tokenize --config configs/tokenize_hidden.py --config.checkpoint=DIR --config.layer=6
+    python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py --config.dataset=audio_dir/NAME
 
 Outputs in `config.workdir`: kmeans.npz/.json (centroids with provenance), labels/<split>/ (label
-stores the data pipeline joins), report_<split>.json/.png (target quality against the corpus' phone
-alignment, when it has one).
+stores the data pipeline joins), report_<split>.json/.png (the code distribution: cluster histogram,
+entropy, perplexity, unused clusters, largest cluster, label/audio length agreement; plus PNMI and
+purities against the corpus' phone alignment when it has one, as the embedded eSpeak corpus does).
+
+Datasets are read from the one data dir (`wavlm_jax.data.paths.data_dir`: config.data_dir, else
+$WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets). Splits: the fit split must exist;
+assign splits the dataset lacks are skipped (a folder dataset has only "train" unless it was prepared
+with a validation fraction), and the report falls back to the first assigned split that exists.
 
 Multi-host (`jax.distributed`, as the trainer: config.distributed or JAX_COORDINATOR_ADDRESS / SLURM):
 every host featurizes its share of the utterances on its own devices, k-means reduces the per-cluster
@@ -25,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wavlm_jax.data import labels as labels_lib
-from wavlm_jax.data import pipeline
+from wavlm_jax.data import paths, pipeline
 from wavlm_jax.targets import features as features_lib
 from wavlm_jax.targets import kmeans as kmeans_lib
 from wavlm_jax.targets import quality as quality_lib
@@ -71,9 +78,84 @@ class Featurizer:
     return self._fn(waveforms)
 
 
+class MissingSplit(ValueError):
+  """A split the run needs is not in the prepared dataset."""
+
+
+def _data_dir(cfg) -> str:
+  """The data dir every dataset read of this run uses (the one rule, `wavlm_jax.data.paths`)."""
+  return paths.data_dir(cfg.data_dir)
+
+
 def _source(cfg, split):
-  c = pipeline.data_config(dataset=cfg.dataset, data_dir=cfg.data_dir, split=split, prepare=cfg.prepare)
+  c = pipeline.data_config(dataset=cfg.dataset, data_dir=_data_dir(cfg), split=split, prepare=cfg.prepare)
   return pipeline.open_source(c)
+
+
+def _builder(cfg):
+  """The TFDS builder of cfg.dataset in the data dir (building the embedded corpus first if the config
+  asks, as opening a source would), or None where TFDS knows no such dataset there."""
+  import tensorflow_datasets as tfds
+
+  from wavlm_jax.data import builders  # registers our builders with TFDS
+
+  data_dir = _data_dir(cfg)
+  if cfg.prepare and cfg.dataset.startswith("espeak_speech"):
+    return builders.prepare(cfg.dataset, data_dir)
+  try:
+    return tfds.builder(cfg.dataset, data_dir=data_dir)
+  except Exception:  # noqa: BLE001 - an unknown name or an unprepared folder config: "no splits" says it
+    return None
+
+
+def available_splits(cfg) -> list[str]:
+  """The splits of cfg.dataset prepared in the data dir (none if it is not prepared there)."""
+  builder = _builder(cfg)
+  if builder is None:
+    return []
+  return list(builder.info.splits.keys())
+
+
+def _missing(cfg, what: str, split: str, available: list[str]) -> MissingSplit:
+  has = f"it has {sorted(available)}" if available else "no split of it is prepared there"
+  return MissingSplit(f"{what} split {split!r} of dataset {cfg.dataset!r} is not in data dir {_data_dir(cfg)} "
+                      f"({has}); set config.{what}_split, or prepare the split (e.g. prepare_folder(..., "
+                      "validation_fraction=0.01) makes a validation split)")
+
+
+def _assign_splits(cfg, available: list[str]) -> list[str]:
+  """The configured assign splits the dataset has, logging the ones it lacks (skipped, not an error)."""
+  for split in cfg.assign_splits:
+    if split not in available:
+      _log(f"skipping assign split {split!r}: {cfg.dataset} in {_data_dir(cfg)} has only {sorted(available)}")
+  return [s for s in cfg.assign_splits if s in available]
+
+
+def _report_split(cfg, available: list[str]) -> str:
+  """The report split, else the first assigned split that exists (logged)."""
+  if cfg.report_split in available:
+    return cfg.report_split
+  for split in cfg.assign_splits:
+    if split in available:
+      _log(f"report split {cfg.report_split!r} is not in {cfg.dataset} (it has {sorted(available)}): reporting "
+           f"on {split!r} instead")
+      return split
+  raise _missing(cfg, "report", cfg.report_split, available)
+
+
+def _phone_inventory(cfg) -> list[str] | None:
+  """The phone names of the dataset's frame-level phone alignment, or None where it has none."""
+  builder = _builder(cfg)
+  if builder is None:
+    return None
+  metadata = builder.info.metadata or {}
+  if "phone_inventory" not in metadata or "phone_alignment" not in builder.info.features:
+    return None
+  return list(metadata["phone_inventory"])
+
+
+def _uid(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _batches(source, indices, cfg, desc):
@@ -100,7 +182,11 @@ def _fit_indices(cfg, n: int) -> np.ndarray:
 
 
 def fit(cfg) -> kmeans_lib.KMeans:
+  """Fits k-means on cfg.fit_fraction of the fit split's features; writes workdir/kmeans.npz/.json."""
   workdir = Path(cfg.workdir)
+  available = available_splits(cfg)
+  if cfg.fit_split not in available:
+    raise _missing(cfg, "fit", cfg.fit_split, available)
   featurize = Featurizer(cfg)
   source = _source(cfg, cfg.fit_split)
   all_indices = _fit_indices(cfg, len(source))
@@ -127,6 +213,7 @@ def fit(cfg) -> kmeans_lib.KMeans:
 
 
 def assign(cfg) -> dict[str, Path]:
+  """Labels every utterance of each assign split the dataset has; writes workdir/labels/<split>/."""
   workdir = Path(cfg.workdir)
   km = kmeans_lib.KMeans.load(workdir / "kmeans")
   featurize = Featurizer(cfg)
@@ -134,7 +221,7 @@ def assign(cfg) -> dict[str, Path]:
     raise ValueError(f"{workdir / 'kmeans.json'} was fitted on {km.provenance.get('feature')!r} features, "
                      f"the config asks for {featurize.kind!r}")
   written = {}
-  for split in cfg.assign_splits:
+  for split in _assign_splits(cfg, available_splits(cfg)):
     source = _source(cfg, split)
     histogram = np.zeros(km.k, np.int64)
     out = workdir / "labels" / split
@@ -172,44 +259,48 @@ def reference_at_rate(alignment: np.ndarray, rate: float, num_frames: int, ref_h
   return alignment[idx[idx < len(alignment)]]
 
 
-def report(cfg) -> quality_lib.Quality:
+def report(cfg) -> tuple[quality_lib.CodeDistribution, quality_lib.Quality | None]:
+  """Measures the labels of the report split: the code distribution always, and PNMI/purities when the
+  dataset has a phone alignment (else the report says they need one). Writes workdir/report_<split>.json/.png."""
   workdir = Path(cfg.workdir)
-  split = cfg.report_split
+  split = _report_split(cfg, available_splits(cfg))
   store = labels_lib.LabelStore(workdir / "labels" / split)
   source = _source(cfg, split)
-  import tensorflow_datasets as tfds
-
-  builder = tfds.builder(cfg.dataset, data_dir=cfg.data_dir or None)
-  inventory = builder.info.metadata.get("phone_inventory") if builder.info.metadata else None
-  if inventory is None:
-    raise ValueError(f"{cfg.dataset} has no phone alignment to score against (phone_inventory metadata)")
-  acc = quality_lib.QualityAccumulator(len(inventory), store.num_classes)
+  inventory = _phone_inventory(cfg)
+  codes = quality_lib.CodeAccumulator(store.num_classes, store.label_rate)
+  acc = quality_lib.QualityAccumulator(len(inventory), store.num_classes) if inventory is not None else None
   for i in tqdm(range(len(source)), desc=f"report ({split})", unit="utt", file=sys.stdout, mininterval=2.0):
     ex = source[i]
-    uid = ex[cfg.id_key].decode()
-    hyp = store[uid]
-    acc.add(reference_at_rate(np.asarray(ex["phone_alignment"]), store.label_rate, len(hyp)), hyp)
-  q = acc.result()
-  warnings = quality_lib.degenerate_warnings(acc.joint.sum(axis=0), store.num_classes)
+    hyp = store[_uid(ex[cfg.id_key])]
+    codes.add(hyp, len(ex[cfg.audio_key]))
+    if acc is not None:
+      acc.add(reference_at_rate(np.asarray(ex["phone_alignment"]), store.label_rate, len(hyp)), hyp)
+  dist = codes.result()
+  q = acc.result() if acc is not None else None
+  note = (f"PNMI, phone purity and cluster purity need a phone alignment; {cfg.dataset} has none "
+          "(no phone_inventory metadata / phone_alignment feature): only the code distribution is reported")
+  warnings = quality_lib.degenerate_warnings(codes.histogram, store.num_classes)
   title = f"target quality: {cfg.dataset}/{split}, {store.provenance.get('feature')} k={store.num_classes}"
-  print(quality_lib.format_table(q, title))
+  print(quality_lib.format_table(dist, q, title, note))
   for w in warnings:
     print(f"WARNING: degenerate dictionary: {w}")
-  json_path, png_path = quality_lib.save_report(workdir / f"report_{split}", q, acc.joint, inventory, warnings,
-                                                {"label_store": str(store.directory), "provenance": store.provenance})
+  json_path, png_path = quality_lib.save_report(
+      workdir / f"report_{split}", dist, q, acc.joint if acc is not None else None, inventory, warnings,
+      {"dataset": cfg.dataset, "split": split, "label_store": str(store.directory), "provenance": store.provenance},
+      note)
   _log(f"wrote {json_path} and {png_path}")
-  return q
+  return dist, q
 
 
 def run(cfg, steps=STEPS):
+  """Runs the steps (fit, assign, report) on this host; every host of a multi-host run calls it."""
   from wavlm_jax import sharding
 
   if cfg.get("distributed") is not None:
     sharding.initialize_distributed(cfg.distributed)
   if jax.process_count() > 1 and cfg.prepare:  # build the corpus once, on host 0, before the others read it
     if jax.process_index() == 0:
-      for split in {cfg.fit_split, *cfg.assign_splits}:
-        _source(cfg, split)
+      available_splits(cfg)
     _barrier("corpus prepared")
   for step in steps:
     if step == "report" and jax.process_index() != 0:
@@ -218,13 +309,17 @@ def run(cfg, steps=STEPS):
 
 
 def main(argv):
+  """The command line: optional step names after the flags (default: all)."""
   from absl import flags
 
   steps = tuple(argv[1:]) or STEPS
   unknown = [s for s in steps if s not in STEPS]
   if unknown:
     raise SystemExit(f"unknown step(s) {unknown}; steps are {STEPS}")
-  run(flags.FLAGS.config, steps)
+  try:
+    run(flags.FLAGS.config, steps)
+  except MissingSplit as e:  # a configuration mistake: the message says it all, no traceback
+    raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
