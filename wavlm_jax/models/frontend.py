@@ -89,9 +89,9 @@ class FeatureProjection(nnx.Module):
   def __init__(self, config, *, rngs: nnx.Rngs):
     cdim = config.conv_dim[-1]
     self.layer_norm = layers.LayerNorm(cdim, eps=config.layer_norm_eps, axis_name="conv_out", rngs=rngs)
-    bound = cdim ** -0.5  # PyTorch's default nn.Linear init, as HF and fairseq leave it.
+    init = layers.torch_linear_init(cdim)  # HF and fairseq leave this Linear at PyTorch's default
     self.projection = layers.Dense(cdim, config.embed_dim, axes=("conv_out", "embed"), rngs=rngs,
-                                   kernel_init=jax.nn.initializers.uniform(2 * bound), dtype=config.dtype)
+                                   kernel_init=init, bias_init=init, dtype=config.dtype)
     self.rate = config.dropout_input
 
   def __call__(self, features: jax.Array, key: jax.Array | None = None) -> jax.Array:

@@ -13,11 +13,6 @@ from wavlm_jax.models import layers
 LABEL_OFFSET = 4
 
 
-def _torch_linear_init(fan_in: int):
-  bound = fan_in ** -0.5
-  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 def cosine_logits(projected: jax.Array, table: jax.Array, temperature: float, eps: float = 1e-8) -> jax.Array:
   """cos(projected, every table row) / temperature, in fp32. projected (..., D), table (C, D)."""
   p = projected.astype(jnp.float32)
@@ -34,8 +29,9 @@ class LabelHead(nnx.Module):
     e = config.embed_dim
     self.post_layer_norm = (layers.LayerNorm(e, eps=config.layer_norm_eps, axis_name="embed", rngs=rngs)
                             if post_layer_norm else None)
-    self.final_proj = layers.Dense(e, config.final_dim, axes=("embed", None), rngs=rngs,
-                                   kernel_init=_torch_linear_init(e), dtype=config.dtype)
+    init = layers.torch_linear_init(e)  # fairseq's final_proj is a default nn.Linear
+    self.final_proj = layers.Dense(e, config.final_dim, axes=("embed", None), rngs=rngs, kernel_init=init,
+                                   bias_init=init, dtype=config.dtype)
     self.label_embs_concat = layers.param(rngs, jax.nn.initializers.uniform(1.0),
                                           (config.num_label_classes + LABEL_OFFSET, config.final_dim),
                                           ("vocab", None))

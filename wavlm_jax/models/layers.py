@@ -15,6 +15,13 @@ zeros = jax.nn.initializers.zeros
 ones = jax.nn.initializers.ones
 
 
+def torch_linear_init(fan_in: int) -> Initializer:
+  """PyTorch's default nn.Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weight and bias alike:
+  the layers fairseq and transformers leave at their default (feature projection, heads)."""
+  bound = fan_in ** -0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
 def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str | None]) -> nnx.Param:
   """An fp32 parameter carrying its logical axis names (read by `wavlm_jax.sharding`)."""
   if len(axes) != len(shape):
@@ -30,9 +37,10 @@ class Dense(nnx.Module):
   """y = x @ kernel + bias with kernel (din, dout); matmul in the compute dtype."""
 
   def __init__(self, din: int, dout: int, *, axes: tuple[str | None, str | None], rngs: nnx.Rngs,
-               use_bias: bool = True, kernel_init: Initializer = normal_002, dtype: str = "float32"):
+               use_bias: bool = True, kernel_init: Initializer = normal_002, bias_init: Initializer = zeros,
+               dtype: str = "float32"):
     self.kernel = param(rngs, kernel_init, (din, dout), axes)
-    self.bias = param(rngs, zeros, (dout,), axes[1:]) if use_bias else None
+    self.bias = param(rngs, bias_init, (dout,), axes[1:]) if use_bias else None
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
