@@ -14,6 +14,21 @@ jax.config.update("jax_default_matmul_precision", "highest")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_data_dirs(tmp_path_factory):
+  """No test reads or writes a data dir outside its own temporary directories: whatever a user's
+  $WAVLM_DATA_DIR, $TFDS_DATA_DIR or ~/tensorflow_datasets hold is never seen (a fresh machine)."""
+  saved = {k: os.environ.get(k) for k in ("WAVLM_DATA_DIR", "TFDS_DATA_DIR")}
+  for key in saved:
+    os.environ[key] = str(tmp_path_factory.mktemp(key.lower()))
+  yield
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key, None)
+    else:
+      os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def espeak_data_dir(tmp_path_factory):
   """A TFDS data dir holding the `espeak_speech/tiny` corpus, built once per test session."""
