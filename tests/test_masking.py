@@ -1,6 +1,7 @@
 """Span masking: statistics match fairseq's original algorithm (a NumPy transcription of SPEC.md §3.2a
-serves as the reference), spans have the configured length, counts are equalised, padding is never
-masked, and masks are deterministic given the key and compiled once per shape."""
+serves as the reference), spans have the configured length, counts are equalised among full-length rows,
+a row's masked fraction never depends on the other rows' lengths, padding is never masked, and masks are
+deterministic given the key and compiled once per shape."""
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +11,9 @@ import pytest
 from wavlm_jax.models import masking
 
 
-def fairseq_reference(rng, batch, length, p, span, min_masks, sizes=None):
-  """The original compute_mask_indices (static spans, overlap allowed, equalised counts)."""
+def fairseq_reference(rng, batch, length, p, span, min_masks, sizes=None, equalize=True):
+  """The original compute_mask_indices (static spans, overlap allowed, equalised counts unless
+  `equalize=False`)."""
   all_num = max(min_masks, int(p * length / span + rng.random()))
   rows = []
   for i in range(batch):
@@ -29,7 +31,7 @@ def fairseq_reference(rng, batch, length, p, span, min_masks, sizes=None):
   min_cnt = min(len(r) for r in rows)
   mask = np.zeros((batch, length), bool)
   for i, idx in enumerate(rows):
-    if len(idx) > min_cnt:
+    if equalize and len(idx) > min_cnt:
       idx = rng.choice(idx, min_cnt, replace=False)
     mask[i, idx] = True
   return mask
@@ -63,25 +65,42 @@ def test_spans_have_the_configured_length_before_equalisation():
   assert np.all(mask.sum(-1) <= 400)
 
 
-def test_counts_are_equalised_and_padding_never_masked():
+def test_counts_are_equalised_among_full_rows_and_padding_never_masked():
   length = 300
-  sizes = np.array([300, 250, 120, 60])
+  sizes = np.array([300, 300, 250, 120, 300, 60])
   valid = jnp.arange(length)[None, :] < jnp.asarray(sizes)[:, None]
   for seed in range(10):
-    mask = np.asarray(masking.span_mask(jax.random.key(seed), (4, length), 0.8, 10, 2, valid))
+    mask = np.asarray(masking.span_mask(jax.random.key(seed), (6, length), 0.8, 10, 2, valid))
     counts = mask.sum(-1)
-    assert np.all(counts == counts[0]) and counts[0] > 0
+    full = sizes == length
+    assert np.all(counts[full] == counts[full][0]) and counts[0] > 0
     assert not np.any(mask & ~np.asarray(valid))
 
 
+def test_masked_fraction_of_a_row_does_not_depend_on_the_rest_of_the_batch():
+  # fairseq's equalisation trims every row to the batch minimum: one 99-frame row in a batch of 780-frame
+  # rows would leave the full rows ~8 % masked instead of ~50 %. Ours: the same fraction either way.
+  length, trials = 780, 30
+  alone = np.full(4, length)
+  with_short = np.array([length, length, length, 99])
+  def fraction(sizes):
+    valid = jnp.arange(length)[None, :] < jnp.asarray(sizes)[:, None]
+    fn = jax.jit(lambda k: masking.span_mask(k, (4, length), 0.8, 10, 2, valid))
+    return np.mean([np.asarray(fn(jax.random.key(t)))[0].mean() for t in range(trials)])
+  a, b = fraction(alone), fraction(with_short)
+  assert 0.45 < a < 0.56 and abs(a - b) < 0.02, (a, b)
+
+
 def test_padding_aware_span_count_matches_fairseq():
+  # Padded rows keep their own count: fairseq's per-row draw for the row's valid length.
   length, sizes = 400, np.array([400, 300, 200, 100])
   valid = jnp.arange(length)[None, :] < jnp.asarray(sizes)[:, None]
-  ours = np.mean([np.asarray(masking.span_mask(jax.random.key(s), (4, length), 0.8, 10, 2, valid)).mean()
-                  for s in range(40)])
+  ours = np.mean([np.asarray(masking.span_mask(jax.random.key(s), (4, length), 0.8, 10, 2, valid)).mean(axis=1)
+                  for s in range(40)], axis=0)
   rng = np.random.default_rng(1)
-  ref = np.mean([fairseq_reference(rng, 4, length, 0.8, 10, 2, sizes).mean() for _ in range(40)])
-  assert abs(ours - ref) < 0.02
+  ref = np.mean([fairseq_reference(rng, 4, length, 0.8, 10, 2, sizes, equalize=False).mean(axis=1)
+                 for _ in range(40)], axis=0)
+  np.testing.assert_allclose(ours[1:], ref[1:], atol=0.02)
 
 
 def test_short_rows_and_min_masks():

@@ -1,5 +1,6 @@
-"""The Grain pipeline on the embedded corpus: host shards disjoint and covering, crops consistent with
-labels, label-length checks, mixing changes inputs but not targets, exact resume, global arrays."""
+"""The Grain pipeline on the embedded corpus, both batchings ("duration": length buckets without padding,
+"fixed": crop or pad): host shards disjoint and covering, crops consistent with labels, label-length
+checks, mixing changes inputs but not targets, exact resume, multi-host rows, global arrays."""
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ from wavlm_jax.data import labels as labels_lib
 
 
 def _cfg(data_dir, **kw):
-  return data.data_config(**{"data_dir": data_dir, "batch_size": 4, "num_threads": 2, **kw})
+  return data.data_config(**{"data_dir": data_dir, "batch_size": 4, "num_threads": 2, "batching": "fixed", **kw})
 
 
 def _source(data_dir, split="train"):
@@ -51,20 +52,24 @@ def test_host_shards_are_disjoint_and_cover_the_split(espeak_data_dir):
   assert seen[0] | seen[1] | seen[2] == all_ids
 
 
-@pytest.mark.parametrize("rate", [50, 100])
-def test_crops_and_labels_are_consistent(espeak_data_dir, time_labels, rate):
+@pytest.mark.parametrize("rate,batching", [(50, "fixed"), (100, "fixed"), (50, "duration"), (100, "duration")])
+def test_crops_and_labels_are_consistent(espeak_data_dir, time_labels, rate, batching):
   src = _source(espeak_data_dir)
   audio_by_id = {src[i]["id"].decode(): src[i]["audio"].astype(np.float32) / 32768.0 for i in range(len(src))}
-  cfg = _cfg(espeak_data_dir, labels=time_labels[rate], crop_seconds=2.0, min_seconds=1.0)
+  cfg = _cfg(espeak_data_dir, labels=time_labels[rate], crop_seconds=4.0, min_seconds=1.0, batching=batching)
   it = data.create_iterator(cfg)
   for _ in range(5):
     batch = next(it)
-    assert batch["labels"].shape == (4, 2 * rate) and batch["audio"].shape == (4, 32000)
+    rows, samples = batch["audio"].shape
+    assert (rows, samples) in it.shapes() and batch["labels"].shape == (rows, samples * rate // 16000)
+    if batching == "duration":
+      assert not batch["padding_mask"].any()
     for row, uid in enumerate(batch["id"]):
       full = audio_by_id[uid]
       crop = batch["audio"][row][~batch["padding_mask"][row]]
       # Locate the crop in the utterance: its first sample index must match the label start.
-      starts = [s for s in range(len(full) - len(crop) + 1) if np.array_equal(full[s:s + 64], crop[:64])]
+      starts = [s for s in range(len(full) - len(crop) + 1)
+                if np.array_equal(full[s:s + 64], crop[:64]) and np.array_equal(full[s:s + len(crop)], crop)]
       assert starts, uid
       start = starts[0]
       labels = batch["labels"][row]
@@ -100,8 +105,10 @@ def test_mixing_changes_inputs_but_not_targets(espeak_data_dir, time_labels):
   assert changed >= 12
 
 
-def test_exact_resume(espeak_data_dir, time_labels):
-  cfg = _cfg(espeak_data_dir, labels=time_labels[50], mix_prob=0.5, noise_prob=0.5, normalize=True, min_seconds=0.0)
+@pytest.mark.parametrize("batching", ["fixed", "duration"])
+def test_exact_resume(espeak_data_dir, time_labels, batching):
+  cfg = _cfg(espeak_data_dir, labels=time_labels[50], mix_prob=0.5, noise_prob=0.5, normalize=True,
+             min_seconds=0.0 if batching == "fixed" else 1.5, crop_seconds=4.0, batching=batching)
   it = data.create_iterator(cfg)
   batches, states = [], []
   for _ in range(30):  # more than an epoch (70 utterances / 4)
@@ -116,8 +123,14 @@ def test_exact_resume(espeak_data_dir, time_labels):
         np.testing.assert_array_equal(got[key], batches[j][key], err_msg=f"{key} at batch {j} after resume at {k}")
   fresh = data.create_iterator(cfg)  # same config, same stream
   np.testing.assert_array_equal(next(fresh)["audio"], batches[0]["audio"])
-  first_epoch = {u for b in batches[:17] for u in b["id"]}
-  assert len(first_epoch) == 68  # 17 batches of 4 distinct utterances: no repeats within an epoch
+  if batching == "fixed":
+    first_epoch = {u for b in batches[:17] for u in b["id"]}
+    assert len(first_epoch) == 68  # 17 batches of 4 distinct utterances: no repeats within an epoch
+  else:
+    epoch = it.plan.batches_per_epoch
+    first_epoch = [u for b in batches[:epoch] for u in b["id"]]
+    assert len(first_epoch) == len(set(first_epoch))  # no repeats within an epoch
+    assert len(first_epoch) >= 0.6 * 70
 
 
 def test_short_utterances_are_padded(espeak_data_dir):
@@ -147,12 +160,34 @@ def test_unknown_dataset_is_a_clear_error(tmp_path):
     data.data_config(crop_secs=3)
 
 
-def test_multi_host_batches_are_rows_of_the_single_host_batch(espeak_data_dir, time_labels):
-  cfg = _cfg(espeak_data_dir, labels=time_labels[50], min_seconds=0.0, batch_size=6)
-  single = data.create_iterator(cfg, process_index=0, process_count=1)
-  hosts = [data.create_iterator(cfg, process_index=p, process_count=3) for p in range(3)]
+@pytest.mark.parametrize("batching", ["fixed", "duration"])
+def test_multi_host_batches_are_rows_of_the_single_host_batch(espeak_data_dir, time_labels, batching):
+  # min_seconds drops utterances (the tiny corpus has 1.4-11 s): every host must drop the same ones.
+  cfg = _cfg(espeak_data_dir, labels=time_labels[50], min_seconds=3.0, crop_seconds=4.0, batch_size=6,
+             batching=batching)
+  # The same global devices (3) on one host or on three: the batch rows are a multiple of them.
+  single = data.create_iterator(cfg, process_index=0, process_count=1, batch_multiple=3)
+  hosts = [data.create_iterator(cfg, process_index=p, process_count=3, batch_multiple=3) for p in range(3)]
   for _ in range(15):  # past the first epoch
     whole = next(single)
     parts = [next(h) for h in hosts]
     for key in ("audio", "labels", "id", "padding_mask"):
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+    assert (~whole["padding_mask"]).sum(axis=1).min() >= 3 * 16000 or batching == "duration"
+
+
+def test_duration_batches_have_no_padding_and_few_shapes(espeak_data_dir, time_labels):
+  cfg = _cfg(espeak_data_dir, labels=time_labels[100], batching="duration", crop_seconds=6.0, min_seconds=1.5,
+             batch_size=4, num_buckets=4)
+  it = data.create_iterator(cfg, batch_multiple=2)
+  stats = it.plan.stats()
+  assert len(stats["buckets_seconds"]) == 4 and stats["buckets_seconds"][-1] == 6.0
+  assert all(r % 2 == 0 for r in stats["rows"])
+  seen = set()
+  for _ in range(2 * it.plan.batches_per_epoch):
+    batch = next(it)
+    rows, samples = batch["audio"].shape
+    seen.add((rows, samples))
+    assert not batch["padding_mask"].any() and (rows, samples) in it.shapes()
+    assert rows * samples <= 4 * 6.0 * 16000  # audio per step near, never above, batch_size x crop_seconds
+  assert len(seen) >= 2  # several buckets in use, each a static shape

@@ -97,8 +97,12 @@ def make_loss_fn(binder: params_lib.Binder, cfg, label_rate: float):
       aux |= {f"loss_masked/{name}": loss_m, f"loss_unmasked/{name}": loss_u,
               f"acc_masked/{name}": ok_m / jnp.maximum(n_m, 1), f"acc_unmasked/{name}": ok_u / jnp.maximum(n_u, 1)}
     last = names[-1]
+    real = jnp.sum(~batch["padding_mask"])
     aux |= {"acc_masked": aux[f"acc_masked/{last}"], "acc_unmasked": aux[f"acc_unmasked/{last}"],
-            "masked_frames": jnp.sum(masked & (targets >= 0)), "target_entropy": _entropy(targets, masked, mcfg)}
+            "masked_frames": jnp.sum(masked & (targets >= 0)), "target_entropy": _entropy(targets, masked, mcfg),
+            "masked_fraction": jnp.sum(masked) / jnp.maximum(jnp.sum(valid), 1),
+            "audio_seconds": real / SAMPLE_RATE,
+            "padding_share": jnp.sum(batch["padding_mask"]) / batch["padding_mask"].size}
     return total, aux
 
   return loss_fn
@@ -155,6 +159,48 @@ def _opt_specs(opt_abstract, param_specs_flat):
 # Training
 # ================================================================================================
 BATCH_KEYS = ("audio", "padding_mask", "labels")
+SAMPLE_RATE = 16000
+
+
+def abstract_batch(rows: int, samples: int, label_rate: float, sharding) -> dict:
+  """The global batch of one bucket as ShapeDtypeStructs (to compile its step ahead of the loop)."""
+  labels = data.pipeline.label_count(samples, label_rate)
+  return {"audio": jax.ShapeDtypeStruct((rows, samples), jnp.float32, sharding=sharding),
+          "padding_mask": jax.ShapeDtypeStruct((rows, samples), jnp.bool_, sharding=sharding),
+          "labels": jax.ShapeDtypeStruct((rows, labels), jnp.int32, sharding=sharding)}
+
+
+class Averages:
+  """Means of a few metrics over the first and the last `span` steps of a run, in O(span) floats
+  (a 400k-step run must not keep every step's metrics)."""
+
+  KEYS = ("loss", "acc_masked", "acc_unmasked")
+
+  def __init__(self, span: int):
+    import collections
+
+    self.span, self.count, self.skipped = max(1, span), 0, 0
+    self.head = {k: 0.0 for k in self.KEYS}
+    self.tail = collections.deque(maxlen=self.span)
+
+  def add(self, m: dict) -> None:
+    row = tuple(m[k] for k in self.KEYS)
+    if self.count < self.span:
+      for k, v in zip(self.KEYS, row):
+        self.head[k] += v
+    self.tail.append(row)
+    self.count += 1
+    self.skipped = int(m["skipped_steps"])
+
+  def summary(self) -> dict:
+    if not self.count:
+      return {}
+    n_head, tail = min(self.count, self.span), np.mean(np.array(self.tail), axis=0)
+    last = dict(zip(self.KEYS, tail))
+    return {"first_loss": self.head["loss"] / n_head, "final_loss": float(last["loss"]),
+            "first_acc_masked": self.head["acc_masked"] / n_head, "final_acc_masked": float(last["acc_masked"]),
+            "final_acc_unmasked": float(last["acc_unmasked"]), "averaged_over_steps": len(self.tail),
+            "skipped_steps": self.skipped}
 
 
 class Run(NamedTuple):
@@ -218,8 +264,10 @@ def train(cfg, workdir: str) -> dict:
   data_cfg = cfg.data.copy_and_resolve_references()
   with data_cfg.unlocked():
     data_cfg.labels = labels_path
-  iterator = data.create_iterator(data_cfg)
-  audio_seconds_per_step = cfg.data.batch_size * cfg.data.crop_seconds
+  batch_devices = int(np.prod([mesh.shape[a] for a in sharding.BATCH]))
+  iterator = data.create_iterator(data_cfg, batch_multiple=batch_devices)
+  if iterator.plan is not None:
+    log(f"duration batching: {json.dumps(iterator.plan.stats())}")
 
   # ---- Model and optimizer, built sharded ------------------------------------------------------
   run = build(cfg, mesh, rules, store.label_rate)
@@ -244,13 +292,19 @@ def train(cfg, workdir: str) -> dict:
     host = next(iterator)
     return host, data.to_global({k: host[k] for k in BATCH_KEYS}, batch_sharding)
 
-  host_batch, batch = next_batch()
-  compiled = run.step.lower(state, batch).compile()  # once, ahead of the loop
-  # MFU from analytic model FLOPs (SPEC.md §16); XLA's cost analysis undercounts convolutions.
-  step_flops = metrics_lib.model_flops_per_audio_second(cfg.model, cfg.data.crop_seconds) * audio_seconds_per_step
+  # One compiled step per batch shape (bucket), all ahead of the loop; MFU from analytic model FLOPs
+  # (SPEC.md §16) per shape: XLA's cost analysis undercounts convolutions.
+  compiled, step_flops = {}, {}
+  for rows, samples in iterator.shapes():
+    compiled[samples] = run.step.lower(run.abstract_state, abstract_batch(rows, samples, store.label_rate,
+                                                                           batch_sharding)).compile()
+    seconds = samples / SAMPLE_RATE
+    step_flops[samples] = metrics_lib.model_flops_per_audio_second(cfg.model, seconds) * rows * seconds
+    log(f"step compiled for {rows} x {seconds:.2f} s: {step_flops[samples] / 1e9:.2f} model GFLOP per step "
+        f"(XLA cost analysis {metrics_lib.compiled_flops(compiled[samples]) / 1e9:.2f})")
   peak = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
-  log(f"step compiled: {step_flops / 1e9:.2f} model GFLOP per step (XLA cost analysis "
-      f"{metrics_lib.compiled_flops(compiled) / 1e9:.2f}); peak {peak / 1e12:.2f} TFLOP/s over all devices")
+  log(f"peak {peak / 1e12:.2f} TFLOP/s over all devices")
+  host_batch, batch = next_batch()
 
   # ---- Loop ---------------------------------------------------------------------------------
   writer = metrics_lib.Writer(workdir, enabled=jax.process_index() == 0)
@@ -258,17 +312,18 @@ def train(cfg, workdir: str) -> dict:
   stop = {"signal": None}
   previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
   pending = None
-  history: list[dict] = []
+  averages = Averages((total_steps - start_step) // 10)  # first and last tenth of this run's steps
   step = start_step
   last_time = time.perf_counter()
   status = "finished"
   try:
     while step < total_steps:
       data_state = iterator.get_state()  # the iterator position *after* this step's batch
-      state, step_metrics = compiled(state, batch)
+      samples = batch["audio"].shape[1]
+      state, step_metrics = compiled[samples](state, batch)
       step += 1
       if pending is not None:  # fetch the previous step's metrics while this one runs
-        m = _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step)
+        m = _report(pending, writer, progress, averages, cfg, peak)
         if m["bad_streak"] >= cfg.nan_patience:
           ckpt.wait()
           raise NonFiniteError(
@@ -276,7 +331,8 @@ def train(cfg, workdir: str) -> dict:
               f"stopping. Non-finite updates were skipped, so the last good checkpoint is step "
               f"{ckpt.latest_step()} in {workdir}/checkpoints.")
       now = time.perf_counter()
-      pending = (step, step_metrics, now - last_time if step > start_step + 1 else 0.0, host_batch)
+      pending = (step, step_metrics, now - last_time if step > start_step + 1 else 0.0, host_batch,
+                 step_flops[samples])
       last_time = now
       preempted = _preempted(stop, step, cfg.checkpoint.preemption_check_every, total_steps)
       if step % cfg.checkpoint.every_steps == 0 or preempted or step == total_steps:
@@ -289,7 +345,7 @@ def train(cfg, workdir: str) -> dict:
       if step < total_steps:
         host_batch, batch = next_batch()
     if pending is not None:
-      _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step, force=True)
+      _report(pending, writer, progress, averages, cfg, peak, force=True)
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
     ckpt.close()
@@ -299,14 +355,7 @@ def train(cfg, workdir: str) -> dict:
   summary = {"status": status, "step": step, "workdir": workdir, "label_rate": store.label_rate,
              "num_label_classes": cfg.model.num_label_classes,
              "chance_accuracy": 1.0 / max(store.num_classes, 1)}
-  if history:  # averages over the first and last tenth of this run's steps (single batches are noisy)
-    span = max(1, len(history) // 10)
-    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))
-    head, tail = history[:span], history[-span:]
-    summary |= {"first_loss": mean(head, "loss"), "final_loss": mean(tail, "loss"),
-                "first_acc_masked": mean(head, "acc_masked"), "final_acc_masked": mean(tail, "acc_masked"),
-                "final_acc_unmasked": mean(tail, "acc_unmasked"), "averaged_over_steps": span,
-                "skipped_steps": int(history[-1]["skipped_steps"])}
+  summary |= averages.summary()  # means over the first and last tenth of this run's steps
   if status == "finished":  # the model directory for load_encoder, the tokenizer and conversion
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
@@ -334,14 +383,14 @@ def _preempted(stop, step: int, every: int, total_steps: int) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array([local]))))
 
 
-def _report(pending, writer, progress, history, cfg, step_flops, peak, audio_seconds_per_step, force=False):
-  step, device_metrics, seconds, host_batch = pending
+def _report(pending, writer, progress, averages, cfg, peak, force=False):
+  step, device_metrics, seconds, host_batch, step_flops = pending
   m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
   if seconds > 0:  # the first step has no previous dispatch to time against
     m["steps_per_second"] = 1.0 / seconds
-    m["audio_seconds_per_second"] = audio_seconds_per_step / seconds
+    m["audio_seconds_per_second"] = m["audio_seconds"] / seconds  # real audio only, never padding
     m["mfu"] = step_flops / seconds / peak if peak > 0 else 0.0
-  history.append({"step": step, **m})
+  averages.add(m)
   if step % cfg.log_every == 0 or force or step == 1:
     writer.scalars(step, m)
     log(progress.line(step, m))

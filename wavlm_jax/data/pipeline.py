@@ -1,29 +1,35 @@
-"""The input pipeline: Grain over TFDS ArrayRecord data sources, one shard per host.
+"""The input pipeline: Grain over TFDS ArrayRecord data sources, one shard per host. Two ways to batch:
 
-    source -> global shuffle (new order every epoch) -> repeat
-           -> decode, random crop or pad to a fixed length, join labels       (per example, seeded)
-           -> this host's rows of each global batch -> drop too-short utterances -> batch
-           -> utterance / noise mixing, waveform normalisation                 (per host batch, seeded)
+`batching="duration"` (pretraining; `wavlm_jax.data.buckets`): batches of one crop length from a few
+length buckets, rows per batch chosen so that audio per step stays near `batch_size x crop_seconds`;
+every row is real audio (no padding), and only the buckets' shapes ever exist.
 
-Every host reads only its own examples (disjoint, together covering each epoch), and a multi-host
-run sees the same global batches as a single-host run. Every random choice derives from (seed, index):
-crops from the example's global index, mixing from (seed, batch index, host); utterance-mixing
-partners come from the host's own rows of the batch. The iterator state (Grain's) is small JSON; restoring it
-yields exactly the next batch. Shapes are static: audio is cropped to `crop_seconds` and shorter
-utterances (at least `min_seconds`) are zero-padded with `padding_mask` True on the padding. (fairseq
-instead crops each batch to its shortest utterance, which needs a new shape per batch.)
+    utterance lengths (indexed once, cached beside the dataset) -> plan of global batches per epoch
+    -> this host's rows of batch i: decode, random crop to the bucket, join labels  (seeded by (seed, i, row))
+    -> utterance / noise mixing, waveform normalisation                             (seeded by (seed, i, host))
+
+`batching="fixed"` (inference, feature extraction, fine-tuning-style padded batches): every utterance of
+at least `min_seconds` is cropped to `crop_seconds` or zero-padded to it, `padding_mask` True on padding.
+
+    source -> drop too-short utterances -> global shuffle (new order every epoch) -> repeat
+           -> decode, random crop or pad, join labels -> this host's rows of each global batch -> batch -> mix
+
+Every host reads only its own rows, and a multi-host run sees the same global batches as a single-host
+run (too-short utterances are dropped before the rows are split among hosts). The iterator state
+(Grain's) is small JSON; restoring it yields exactly the next batch.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
 
-from wavlm_jax.data import labels as labels_lib, mixing, noise as noise_lib
+from wavlm_jax.data import buckets as buckets_lib, labels as labels_lib, mixing, noise as noise_lib, paths
 from wavlm_jax.models.frontend import normalize_waveform
 
 SAMPLE_RATE = 16000
@@ -33,14 +39,17 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   """The `data` block of a run config (locked)."""
   c = ml_collections.ConfigDict()
   c.dataset = "espeak_speech/tiny"  # a TFDS name: our builders or a catalog dataset prepared by the user
-  c.data_dir = ""  # "" = $WAVLM_DATA_DIR or ~/tensorflow_datasets
+  c.data_dir = ""  # "" = $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (data/paths.py)
   c.split = "train"
   c.prepare = True  # build the embedded eSpeak corpus if absent
   c.audio_key = "audio"  # feature names (catalog datasets differ: librispeech uses "speech")
   c.id_key = "id"
-  c.crop_seconds = 4.0
-  c.min_seconds = 2.0
-  c.batch_size = 8  # global; each host loads batch_size / process_count
+  c.batching = "duration"  # "duration": buckets, no padding (pretraining); "fixed": crop or pad to crop_seconds
+  c.crop_seconds = 4.0  # the longest crop (fairseq's max_sample_size)
+  c.min_seconds = 2.0  # shorter utterances are never used
+  c.batch_size = 8  # global rows at crop_seconds; duration batching keeps batch_size x crop_seconds of audio
+  c.num_buckets = 4  # duration batching: crop lengths chosen from the corpus' length histogram
+  c.bucket_seconds = ()  # or these crop lengths (seconds), instead of choosing
   c.normalize = False  # per-utterance waveform normalisation (after mixing)
   c.seed = 0
   c.labels = ""  # a label store directory ("" = no labels)
@@ -65,9 +74,36 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
 
 
 def _data_dir(cfg) -> str:
-  from wavlm_jax.data import builders  # TFDS (and TensorFlow) only where a dataset is opened
+  return paths.data_dir(cfg.data_dir)
 
-  return cfg.data_dir or builders.default_data_dir()
+
+def length_index(source, cfg) -> np.ndarray:
+  """Samples per utterance of the split, in source order: read once and cached beside the dataset
+  (`lengths-<split>-<audio_key>.npy`), or recomputed when that directory is not writable."""
+  import concurrent.futures
+  import os
+
+  cache = None
+  info = getattr(source, "dataset_info", None)
+  if info is not None and getattr(info, "data_dir", None):
+    cache = os.path.join(info.data_dir, f"lengths-{source.split}-{cfg.audio_key}.npy")
+    if os.path.isfile(cache):
+      lengths = np.load(cache)
+      if len(lengths) == len(source):
+        return lengths
+  n = len(source)
+  chunks = [range(i, min(i + 256, n)) for i in range(0, n, 256)]
+  read = lambda r: [len(ex[cfg.audio_key]) for ex in source.__getitems__(list(r))]
+  with concurrent.futures.ThreadPoolExecutor(max(1, cfg.num_threads)) as pool:
+    lengths = np.array([x for part in pool.map(read, chunks) for x in part], np.int64)
+  if cache is not None:
+    tmp = f"{cache}.{os.getpid()}.tmp.npy"
+    try:
+      np.save(tmp, lengths)
+      os.replace(tmp, cache)
+    except OSError:
+      pass  # a read-only dataset: index again next time
+  return lengths
 
 
 def open_source(cfg):
@@ -86,39 +122,42 @@ def open_source(cfg):
                             "prepare it with wavlm_jax.data.builders.prepare or prepare_folder") from None
 
 
+def label_count(samples: int, rate: float) -> int:
+  """Labels that go with a crop of `samples` at `rate` Hz."""
+  return int(round(samples * rate / SAMPLE_RATE))
+
+
 class _Example:
-  """Per-example work: decode, crop or pad, join labels. Picklable (for Grain worker processes)."""
+  """Per-example work: decode, crop or pad to `crop` samples, join labels. Picklable."""
 
   def __init__(self, cfg, store: labels_lib.LabelStore | None):
     self.crop = int(round(cfg.crop_seconds * SAMPLE_RATE))
-    self.min_samples = int(round(cfg.min_seconds * SAMPLE_RATE))
     self.audio_key, self.id_key = cfg.audio_key, cfg.id_key
     self.store = store
 
-  def __call__(self, example: dict, rng: np.random.Generator):
+  def __call__(self, example: dict, rng: np.random.Generator, crop: int | None = None):
+    crop = crop or self.crop
     audio = np.asarray(example[self.audio_key])
     uid = example[self.id_key]
     uid = uid.decode() if isinstance(uid, bytes) else str(uid)
     n = len(audio)
-    if n < self.min_samples:
-      return None
     if np.issubdtype(audio.dtype, np.integer):
       audio = audio.astype(np.float32) / 32768.0
-    start = int(rng.integers(0, n - self.crop + 1)) if n > self.crop else 0
-    piece = audio[start:start + self.crop].astype(np.float32)
-    out = {"audio": np.zeros(self.crop, np.float32), "padding_mask": np.ones(self.crop, bool), "id": uid}
+    start = int(rng.integers(0, n - crop + 1)) if n > crop else 0
+    piece = audio[start:start + crop].astype(np.float32)
+    out = {"audio": np.zeros(crop, np.float32), "padding_mask": np.ones(crop, bool), "id": uid}
     out["audio"][:len(piece)] = piece
     out["padding_mask"][:len(piece)] = False
     if self.store is not None:
-      out["labels"] = self._labels(uid, n, start)
+      out["labels"] = self._labels(uid, n, start, crop)
     return out
 
-  def _labels(self, uid: str, num_samples: int, start: int) -> np.ndarray:
+  def _labels(self, uid: str, num_samples: int, start: int, crop: int) -> np.ndarray:
     rate = self.store.label_rate
     full = self.store[uid]
     labels_lib.check_length(uid, len(full), num_samples, rate)
     first = int(round(start * rate / SAMPLE_RATE))
-    count = int(round(self.crop * rate / SAMPLE_RATE))
+    count = label_count(crop, rate)
     out = np.full(count, -1, np.int32)
     piece = full[first:first + count]
     out[:len(piece)] = piece
@@ -184,31 +223,94 @@ class _HostSlice(grain.MapDataset):
     return f"HostSlice(global={self._global}, local={self._local}, offset={self._offset})"
 
 
-def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The per-host Grain dataset of batches (dicts of NumPy arrays)."""
+class _FilteredSource:
+  """The source restricted to `indices` (utterances long enough), as a random-access sequence."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self._source, self._indices = source, indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i):
+    return self._source[int(self._indices[i])]
+
+
+class _DurationBatches(grain.MapDataset):
+  """Element i: this host's rows of global batch i of the plan, cropped and mixed (a dict of arrays)."""
+
+  def __init__(self, source, plan: buckets_lib.Plan, example: _Example, mix, cfg, process_index: int,
+               process_count: int):
+    super().__init__()
+    self._source, self._plan, self._example, self._mix = source, plan, example, mix
+    self._seed, self._process_index, self._process_count = cfg.seed, process_index, process_count
+
+  def __len__(self) -> int:
+    return sys.maxsize  # endless: epoch after epoch
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    bucket, rows = self._plan.batch(index)
+    local = bucket.rows // self._process_count
+    first = self._process_index * local
+    examples = [self._example(self._source[int(rows[r])], np.random.default_rng([self._seed, index, r, 3]),
+                              bucket.samples) for r in range(first, first + local)]
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return self._mix(index, batch)
+
+  def __str__(self) -> str:
+    return f"DurationBatches({len(self._plan.buckets)} buckets)"
+
+
+def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1, batch_multiple: int = 1):
+  """The per-host Grain dataset of batches (dicts of NumPy arrays) and, for duration batching, its plan.
+  `batch_multiple`: every global batch is a multiple of it (the trainer passes the data-parallel size)."""
   source = open_source(cfg)
   store = labels_lib.LabelStore(cfg.labels) if cfg.labels else None
+  read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch)
+  mix = _Mix(cfg, _noises(cfg), process_index)
+  if cfg.batching == "duration":
+    plan = buckets_lib.make_plan(length_index(source, cfg), cfg,
+                                 batch_multiple=buckets_lib.lcm(batch_multiple, process_count))
+    ds = _DurationBatches(source, plan, _Example(cfg, store), mix, cfg, process_index, process_count)
+    return ds.to_iter_dataset(read), plan
+  if cfg.batching != "fixed":
+    raise ValueError(f"data.batching={cfg.batching!r}: 'duration' or 'fixed'")
   local = host_batch_size(cfg, process_count)
+  if cfg.batch_size % batch_multiple:
+    raise ValueError(f"data.batch_size={cfg.batch_size} is not a multiple of {batch_multiple} (data-parallel devices)")
+  if cfg.min_seconds > 0:  # before the host split, so that every host drops the same utterances
+    lengths = length_index(source, cfg)
+    source = _FilteredSource(source, np.flatnonzero(lengths >= int(round(cfg.min_seconds * SAMPLE_RATE))))
+  example = _Example(cfg, store)
   ds = grain.MapDataset.source(source)
   ds = ds.shuffle(seed=cfg.seed).repeat()  # the same global order on every host, reshuffled every epoch
-  ds = ds.random_map(_Example(cfg, store), seed=cfg.seed)  # crops seeded by the global index
+  ds = ds.random_map(example, seed=cfg.seed)  # crops seeded by the global index
   ds = _HostSlice(ds, cfg.batch_size, local, process_index * local)
-  ds = ds.filter(lambda e: e is not None)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch))
-  it = it.batch(local, drop_remainder=True)
-  return it.map_with_index(_Mix(cfg, _noises(cfg), process_index))
+  it = ds.to_iter_dataset(read).batch(local, drop_remainder=True)
+  return it.map_with_index(mix), None
 
 
 class HostIterator:
   """This host's batches; `get_state()`/`set_state()` give exact resumption (JSON-serialisable)."""
 
-  def __init__(self, cfg, *, process_index: int | None = None, process_count: int | None = None):
+  def __init__(self, cfg, *, process_index: int | None = None, process_count: int | None = None,
+               batch_multiple: int = 1):
     import jax
 
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
     self.config = cfg
-    self._iter = iter(build_dataset(cfg, process_index=self.process_index, process_count=self.process_count))
+    dataset, self.plan = build_dataset(cfg, process_index=self.process_index, process_count=self.process_count,
+                                       batch_multiple=batch_multiple)
+    self._iter = iter(dataset)
+
+  def shapes(self) -> list[tuple[int, int]]:
+    """Every (global rows, samples) a batch can have, shortest crop first."""
+    if self.plan is None:
+      return [(self.config.batch_size, int(round(self.config.crop_seconds * SAMPLE_RATE)))]
+    return [(b.rows, b.samples) for b, m in zip(self.plan.buckets, self.plan.members) if len(m) >= b.rows]
 
   def __iter__(self):
     return self

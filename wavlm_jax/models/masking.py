@@ -4,7 +4,9 @@ Semantics of the masking HuBERT and WavLM were trained with (fairseq's original
 `compute_mask_indices`, mask_type "static", overlapping spans allowed):
   num_spans = max(min_masks, floor(p * T_valid / l + U)) per row (one draw per batch without padding);
   span starts drawn without replacement from [0, T_valid - l); each span covers l frames;
-  then every row keeps a random subset of its masked frames so that all rows have the batch minimum.
+  then every row keeps a random subset of its masked frames so that all rows have the batch minimum --
+  here among the rows of the longest valid length only (pretraining batches have no padding, so that
+  is every row; a padded row never shrinks the others' masks).
 The span count is bounded by a static maximum so the shapes never depend on the data. The random
 stream is JAX's, so masks are not bit-identical to fairseq's NumPy draws; their statistics are.
 """
@@ -49,10 +51,16 @@ def span_mask(key: jax.Array, shape: tuple[int, int], mask_prob: float, mask_len
   mask = (jnp.cumsum(edges, axis=-1)[:, :length] > 0) & (positions[None, :] < size[:, None])
 
   if equalize:
-    target = jnp.min(jnp.sum(mask, axis=-1))
+    # fairseq trims every row to the batch's smallest masked count. Among rows of one length that only
+    # evens out the span-count draw; but a short padded row would shrink every full row's mask (one
+    # 2 s row in a batch of 15.6 s rows: 8 % masked instead of ~50 %). So only the rows of the longest
+    # valid length are trimmed, to their own minimum; shorter (padded) rows keep their own count, and a
+    # row's masked fraction never depends on the other lengths in the batch.
+    full = size == jnp.max(size)
+    target = jnp.min(jnp.where(full, jnp.sum(mask, axis=-1), length))
     r = jnp.where(mask, jax.random.uniform(k_equal, (batch, length)), 2.0)
     rank = jnp.argsort(jnp.argsort(r, axis=-1), axis=-1)
-    mask = mask & (rank < target)
+    mask = mask & (~full[:, None] | (rank < target))
   return mask
 
 

@@ -1,0 +1,163 @@
+"""Batches by duration from a few crop lengths: pretraining batches without padding and with static shapes.
+
+fairseq's HuBERT/WavLM pretraining forms batches of at most `max_tokens` samples from length-sorted
+utterances and crops every batch to its shortest utterance, so no batch carries padding, at the price of
+a new shape (a recompile, under jit) for nearly every batch. Here the crop lengths come from a small
+fixed set (the buckets), so only a handful of shapes ever exist and each compiles once, ahead of the loop:
+
+  - every utterance of at least the smallest bucket goes to the largest bucket not longer than it, and
+    is randomly cropped to that length (utterances longer than the largest bucket, to the largest); a
+    bucket too small to fill one batch passes its utterances down to the next shorter bucket;
+  - a bucket of L seconds has `rows(L)` utterances per global batch, so that rows x L stays near the
+    configured audio per step (`batch_size x crop_seconds`), rounded down to a multiple of
+    `batch_multiple` (hosts x data-parallel devices), at least one multiple;
+  - each epoch (seeded by (seed, epoch)) shuffles every bucket, cuts it into full batches (the last,
+    partial batch of a bucket waits for the next epoch's shuffle), and shuffles the order of all batches;
+  - bucket lengths, unless given, are chosen from the corpus' own length histogram to lose the least
+    audio to cropping (an exact dynamic programme over 20 ms steps).
+
+Everything is a pure function of (lengths, config, epoch), so every host computes the same plan and a
+multi-host run reads exactly the single-host batches, split by rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+FRAME = 320  # samples per encoder frame at 16 kHz (the conv frontend's total stride): bucket granularity
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+  samples: int  # crop length
+  rows: int  # utterances per global batch
+
+
+def choose_lengths(lengths: np.ndarray, num_buckets: int, min_samples: int, max_samples: int) -> list[int]:
+  """`num_buckets` crop lengths (samples, multiples of FRAME) from min to max that minimise the audio
+  cropped away from `lengths` (each utterance cropped to the largest length not above it)."""
+  lo, hi = -(-min_samples // FRAME), max_samples // FRAME  # in frames; the smallest rounds up
+  if hi < lo:
+    raise ValueError(f"crop length {max_samples} samples is shorter than the minimum {min_samples}")
+  if num_buckets <= 1 or hi == lo:
+    return [hi * FRAME]
+  frames = np.minimum(np.asarray(lengths) // FRAME, hi)
+  frames = frames[frames >= lo] - lo
+  n = hi - lo + 1  # candidate lengths lo..hi
+  count = np.bincount(frames, minlength=n).astype(np.float64)
+  mass = np.bincount(frames, weights=frames, minlength=n)
+  c0, c1 = np.concatenate([[0], np.cumsum(count)]), np.concatenate([[0], np.cumsum(mass)])
+
+  def loss(a, b):  # utterances with frames in [a, b) cropped to a
+    return (c1[b] - c1[a]) - a * (c0[b] - c0[a])
+
+  k = min(num_buckets, n)
+  # best[j][b]: least loss over utterances below b with j buckets, the smallest at 0 and the last at a < b.
+  starts = np.arange(n)
+  best = np.full((k + 1, n + 1), np.inf)
+  arg = np.zeros((k + 1, n + 1), np.int64)
+  for b in range(1, n + 1):
+    best[1, b] = loss(0, b)
+  for j in range(2, k + 1):
+    for b in range(j, n + 1):
+      a = starts[j - 1:b]  # the last bucket starts at a (a >= j - 1 leaves room for the others)
+      total = best[j - 1, a] + loss(a, b)
+      i = int(np.argmin(total))
+      best[j, b], arg[j, b] = total[i], a[i]
+  # The largest bucket is always the maximum crop: utterances at or above it lose only the crop.
+  # Pick the split of the rest (below hi) into k - 1 buckets, then add hi.
+  cuts, b, j = [], n - 1, k - 1
+  while j >= 2:
+    a = int(arg[j, b])
+    cuts.append(a)
+    b, j = a, j - 1
+  chosen = sorted({0, *cuts, n - 1})
+  return [int(lo + c) * FRAME for c in chosen]
+
+
+def bucket_rows(samples: list[int], audio_samples_per_batch: float, multiple: int) -> list[int]:
+  """Global rows per bucket: audio per step near the target, a multiple of `multiple`, at least one."""
+  return [max(multiple, int(audio_samples_per_batch / s) // multiple * multiple) for s in samples]
+
+
+class Plan:
+  """Which utterances (and at which crop) form global batch i, for every i: epoch by epoch."""
+
+  def __init__(self, lengths: np.ndarray, buckets: list[Bucket], *, seed: int, min_samples: int):
+    self.lengths = np.asarray(lengths, np.int64)
+    self.buckets = sorted(buckets, key=lambda b: b.samples)
+    self.seed = seed
+    sizes = np.array([b.samples for b in self.buckets])
+    eligible = self.lengths >= max(min_samples, sizes[0])
+    which = np.searchsorted(sizes, self.lengths, side="right") - 1
+    members = [np.flatnonzero(eligible & (which == i)) for i in range(len(self.buckets))]
+    # A bucket with too few utterances for one batch would leave them unused every epoch (and its shape
+    # compiled for nothing): its utterances go to the next shorter bucket that is kept (cropped shorter).
+    kept: list[tuple[Bucket, np.ndarray]] = []
+    for bucket, m in zip(self.buckets, members):
+      if len(m) >= bucket.rows or not kept:
+        kept.append((bucket, m))
+      else:
+        kept[-1] = (kept[-1][0], np.sort(np.concatenate([kept[-1][1], m])))
+    self.buckets, self.members = [b for b, _ in kept], [m for _, m in kept]
+    self.batches_per_epoch = sum(len(m) // b.rows for m, b in zip(self.members, self.buckets))
+    self.dropped = int(np.sum(~eligible))
+    if self.batches_per_epoch == 0:
+      described = ", ".join(f"{b.samples / 16000:.2f} s: {len(m)} utterances for {b.rows} rows"
+                            for b, m in zip(self.buckets, self.members))
+      raise ValueError(f"no bucket fills one global batch ({described}); {self.dropped} of {len(self.lengths)} "
+                       "utterances are shorter than data.min_seconds or the smallest bucket. Lower data.batch_size, "
+                       "data.num_buckets or data.min_seconds, or use more data")
+    self._epoch, self._batches = -1, []
+
+  def batch(self, index: int) -> tuple[Bucket, np.ndarray]:
+    """(bucket, source indices of its rows) of global batch `index`."""
+    epoch, j = divmod(index, self.batches_per_epoch)
+    if epoch != self._epoch:
+      self._batches, self._epoch = self._plan_epoch(epoch), epoch
+    return self._batches[j]
+
+  def _plan_epoch(self, epoch: int) -> list[tuple[Bucket, np.ndarray]]:
+    rng = np.random.default_rng([self.seed, epoch, 0xB0C])
+    batches = []
+    for bucket, members in zip(self.buckets, self.members):
+      order = rng.permutation(members)
+      full = len(order) // bucket.rows * bucket.rows
+      batches += [(bucket, order[i:i + bucket.rows]) for i in range(0, full, bucket.rows)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+  def stats(self) -> dict:
+    """Per-bucket counts and the share of audio (of utterances taken) that cropping discards."""
+    kept, total = 0, 0
+    for bucket, members in zip(self.buckets, self.members):
+      kept += bucket.samples * len(members)
+      total += int(np.sum(self.lengths[members]))
+    return {"buckets_seconds": [b.samples / 16000 for b in self.buckets], "rows": [b.rows for b in self.buckets],
+            "utterances": [len(m) for m in self.members], "dropped_short": self.dropped,
+            "batches_per_epoch": self.batches_per_epoch, "cropped_share": 1.0 - kept / max(total, 1)}
+
+
+def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = 16000) -> Plan:
+  """The plan for a `data` config block (crop_seconds, min_seconds, batch_size, num_buckets or
+  bucket_seconds, seed) over the split's utterance lengths (samples)."""
+  crop = int(round(cfg.crop_seconds * sample_rate))
+  min_samples = int(round(cfg.min_seconds * sample_rate))
+  if cfg.bucket_seconds:
+    samples = sorted({int(round(s * sample_rate)) // FRAME * FRAME for s in cfg.bucket_seconds})
+    if samples[-1] > crop:
+      raise ValueError(f"data.bucket_seconds {tuple(cfg.bucket_seconds)} has a length above data.crop_seconds="
+                       f"{cfg.crop_seconds}")
+  else:
+    samples = choose_lengths(lengths, cfg.num_buckets, max(min_samples, FRAME), crop)
+  rows = bucket_rows(samples, cfg.batch_size * crop, batch_multiple)
+  return Plan(lengths, [Bucket(s, r) for s, r in zip(samples, rows)], seed=cfg.seed, min_samples=min_samples)
+
+
+def lcm(*values: int) -> int:
+  out = 1
+  for v in values:
+    out = out * v // math.gcd(out, v)
+  return out
