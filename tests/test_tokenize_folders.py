@@ -10,29 +10,11 @@ import numpy as np
 import pytest
 
 from configs import tokenize_hidden, tokenize_mfcc
+from corpora import speech as _speech
 from wavlm_jax.data import labels as labels_lib
 from wavlm_jax.targets import tokenize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SENTENCES = ("the quick brown fox jumps over the lazy dog", "she sells sea shells by the sea shore",
-             "a stitch in time saves nine", "every cloud has a silver lining", "seven wise men sat under a tree",
-             "birds of a feather flock together")
-
-
-def _speech(engine, i: int, seconds: float, rate: int, channels: int) -> np.ndarray:
-  """eSpeak speech of exactly `seconds` at `rate` (repeated or cut), float32 (frames, channels)."""
-  voice = ("en-us+m1", "en-us+f2", "en-us+m3")[i % 3]
-  audio = engine.synthesize(SENTENCES[i % len(SENTENCES)], voice, rate=150 + 10 * i).audio.astype(np.float32) / 32768
-  n16 = int(seconds * 16000)
-  audio = np.tile(audio, -(-n16 // len(audio)))[:n16]
-  if rate != 16000:
-    import soxr
-    audio = soxr.resample(audio, 16000, rate)
-  if channels == 2:  # a second channel a little quieter, so the down-mix is not a copy of either
-    return np.stack([audio, 0.5 * audio], axis=1)
-  return audio[:, None]
-
-
 # (relative path, seconds, sample rate, channels); the formats the builders meet in the wild.
 PLAIN = (("a/utt0.wav", 1.0, 16000, 1), ("a/utt1.flac", 2.5, 16000, 1), ("b/utt2.wav", 3.0, 8000, 1),
          ("b/utt3.flac", 4.0, 16000, 2), ("utt4.flac", 6.0, 8000, 2), ("utt5.wav", 1.5, 22050, 1))

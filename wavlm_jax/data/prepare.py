@@ -1,0 +1,56 @@
+"""Command line: build a dataset as TFDS ArrayRecord in the data dir (the one data-dir rule: --data-dir,
+else $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets).
+
+  python -m wavlm_jax.data.prepare espeak_speech/tiny                       # the embedded corpus
+  python -m wavlm_jax.data.prepare librispeech_dir /data/LibriSpeech --name ls960 --validation-fraction 0.01
+  python -m wavlm_jax.data.prepare audio_dir /data/librilight/small --name librilight_small
+  python -m wavlm_jax.data.prepare noise_dir /data/musan/noise --name musan
+
+A folder dataset is then named KIND/NAME in configs (e.g. `--config.data.dataset=librispeech_dir/ls960`).
+Unreadable, empty, NaN and too-short files are skipped and counted (`skipped.json` beside the dataset);
+other sample rates are resampled to 16 kHz and channels down-mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv=None) -> int:
+  from wavlm_jax.data import builders, paths
+
+  p = argparse.ArgumentParser(prog="python -m wavlm_jax.data.prepare", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("kind", help="espeak_speech/CONFIG, or a folder kind: " + ", ".join(sorted(builders.FOLDER_BUILDERS)))
+  p.add_argument("path", nargs="?", help="the folder (folder kinds only)")
+  p.add_argument("--name", default="default", help="the dataset's config name: KIND/NAME")
+  p.add_argument("--data-dir", default="")
+  p.add_argument("--min-seconds", type=float, default=0.5, help="shorter files are skipped")
+  p.add_argument("--validation-fraction", type=float, default=0.0,
+                 help="held out as a 'validation' split by a stable hash of each file (0: train only)")
+  args = p.parse_args(argv)
+  data_dir = paths.data_dir(args.data_dir)
+  if args.kind in builders.FOLDER_BUILDERS:
+    if not args.path:
+      p.error(f"{args.kind} needs the folder to read")
+    if not os.path.isdir(args.path):
+      p.error(f"{args.path}: not a directory")
+    builder = builders.prepare_folder(args.kind, args.path, data_dir, name=args.name, min_seconds=args.min_seconds,
+                                      validation_fraction=args.validation_fraction)
+    name = f"{args.kind}/{args.name}"
+  else:
+    if args.path:
+      p.error(f"{args.kind} is a registered dataset and takes no folder")
+    builder = builders.prepare(args.kind, data_dir)
+    name = args.kind
+  splits = {k: v.num_examples for k, v in builder.info.splits.items()}
+  print(f"{name} in {data_dir}: " + ", ".join(f"{k} {n:,}" for k, n in splits.items()))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
