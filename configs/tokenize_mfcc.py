@@ -2,8 +2,8 @@
 
 The arg names a preset: an embedded eSpeak corpus (tiny, small, base: `espeak_speech/<arg>`, built on
 first use) or LibriSpeech (ls960: the folder dataset `librispeech_dir/ls960`, which configs/hubert_base.py
-trains on; prepare it first with `wavlm_jax.data.builders.prepare_folder("librispeech_dir",
-".../LibriSpeech", name="ls960")`). Any other dataset: `--config.dataset=audio_dir/NAME` and so on.
+trains on; prepare it first with `python -m wavlm_jax.data.prepare librispeech_dir .../LibriSpeech
+--name ls960`). Any other dataset: `--config.dataset=audio_dir/NAME` and so on.
 
   .venv/bin/python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py
   .venv/bin/python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py:small --config.k=100

@@ -4,8 +4,8 @@ VoxPopuli) for 1M steps [UNVERIFIED step count], with utterance and noise mixing
   python -m wavlm_jax.train --config configs/wavlm_base_plus.py --workdir $W/wavlm_base_plus \
       --config.data.dataset=audio_dir/mix94k --config.data.labels=... --config.data.noise=noise_dir/dns
 
-Data: prepare the unlabelled audio with `prepare_folder("audio_dir", ..., name="mix94k")` and DNS
-noise with `prepare_folder("noise_dir", ..., name="dns")`. We have not run this recipe at scale.
+Data: prepare the unlabelled audio with `python -m wavlm_jax.data.prepare audio_dir FOLDER --name mix94k`
+and DNS noise with `python -m wavlm_jax.data.prepare noise_dir FOLDER --name dns`. We have not run this recipe at scale.
 """
 
 from configs import common, wavlm_base

@@ -89,7 +89,7 @@ class Plan:
   def __init__(self, lengths: np.ndarray, buckets: list[Bucket], *, seed: int, min_samples: int):
     self.lengths = np.asarray(lengths, np.int64)
     self.buckets = sorted(buckets, key=lambda b: b.samples)
-    self.seed = seed
+    self.seed, self._min_samples = seed, min_samples
     sizes = np.array([b.samples for b in self.buckets])
     eligible = self.lengths >= max(min_samples, sizes[0])
     which = np.searchsorted(sizes, self.lengths, side="right") - 1
@@ -130,14 +130,13 @@ class Plan:
     return [batches[i] for i in rng.permutation(len(batches))]
 
   def stats(self) -> dict:
-    """Per-bucket counts and the share of audio (of utterances taken) that cropping discards."""
-    kept, total = 0, 0
-    for bucket, members in zip(self.buckets, self.members):
-      kept += bucket.samples * len(members)
-      total += int(np.sum(self.lengths[members]))
+    """Per-bucket counts, and the share of the audio of all utterances of at least min_seconds that the
+    batches never see: cropped away, or in a bucket too small to fill one batch."""
+    usable = int(np.sum(self.lengths[self.lengths >= self._min_samples]))
+    seen = sum(b.samples * len(m) for b, m in zip(self.buckets, self.members) if len(m) >= b.rows)
     return {"buckets_seconds": [b.samples / 16000 for b in self.buckets], "rows": [b.rows for b in self.buckets],
             "utterances": [len(m) for m in self.members], "dropped_short": self.dropped,
-            "batches_per_epoch": self.batches_per_epoch, "cropped_share": 1.0 - kept / max(total, 1)}
+            "batches_per_epoch": self.batches_per_epoch, "cropped_share": 1.0 - seen / max(usable, 1)}
 
 
 def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = 16000) -> Plan:

@@ -48,7 +48,7 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.crop_seconds = 4.0  # the longest crop (fairseq's max_sample_size)
   c.min_seconds = 2.0  # shorter utterances are never used
   c.batch_size = 8  # global rows at crop_seconds; duration batching keeps batch_size x crop_seconds of audio
-  c.num_buckets = 4  # duration batching: crop lengths chosen from the corpus' length histogram
+  c.num_buckets = 8  # duration batching: crop lengths chosen from the corpus' length histogram
   c.bucket_seconds = ()  # or these crop lengths (seconds), instead of choosing
   c.normalize = False  # per-utterance waveform normalisation (after mixing)
   c.seed = 0
