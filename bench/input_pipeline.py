@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,11 +43,14 @@ def measure(dataset: str, data_dir: str, crop: float, mode: dict, batch: int, ba
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--dataset", default="espeak_speech/small")
-  p.add_argument("--data-dir", default=builders.default_data_dir())
+  p.add_argument("--data-dir", default="", help="where the dataset is (built if absent); default: a temporary "
+                 "directory, so the benchmark reads no state from earlier runs")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--batches", type=int, default=40)
   p.add_argument("--out", default="bench/results/input_pipeline.json")
   args = p.parse_args()
+  scratch = tempfile.TemporaryDirectory()
+  args.data_dir = args.data_dir or scratch.name
   builders.prepare(args.dataset, args.data_dir)
   rows = []
   for crop in (4.0, 15.6):

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def assignment_scaling(x_path: str, centroids_path: str) -> list[dict]:
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--points", type=int, default=200_000)
-  p.add_argument("--data-dir", default=os.environ.get("WAVLM_DATA_DIR", os.path.expanduser("~/tensorflow_datasets")))
+  p.add_argument("--data-dir", default="", help="where espeak_speech/small is (built if absent); default: a "
+                 "temporary directory, so the benchmark reads no state from earlier runs")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--sets", default="mfcc,hidden", help="which feature sets to run: mfcc, hidden")
   p.add_argument("--out", default="bench/results/kmeans.json")
@@ -99,7 +101,8 @@ def main():
 
   from wavlm_jax.targets import kmeans
 
-  mfcc = mfcc_features(args.points, args.data_dir)
+  with tempfile.TemporaryDirectory() as scratch:
+    mfcc = mfcc_features(args.points, args.data_dir or scratch)
   hidden = hidden_like(mfcc)
   sets = [s for s in [("MFCC 39-d, k=100", mfcc, 100, "mfcc"), ("hidden-like 768-d, k=500", hidden, 500, "hidden")]
           if s[3] in args.sets.split(",")]

@@ -1,7 +1,7 @@
 """The scaling table: WavLM Base and Large, sharding presets and remat policies, compiled ahead of time
 for TPU topologies on this CPU host (libtpu, no TPU): per-device memory vs HBM, model FLOPs per step,
-roofline step time and audio-seconds/s/chip, and the largest crop that fits. Global batch as SPEC.md
-§9: 2,800 s of audio per step for Base, 7,200 s for Large.
+roofline step time and audio-seconds/s/chip, and the largest crop that fits. Global batch as
+docs/objectives.md#hyper-parameters: 2,800 s of audio per step for Base, 7,200 s for Large.
 
     .venv/bin/python bench/scaling.py [--topologies v4:2x2x4,v5e:4x4,v5p:2x2x4] [--out bench/results/scaling.json]
 
@@ -19,11 +19,9 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipes in configs/
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -1,6 +1,6 @@
 """A WavLM training step in JAX against transformers' PyTorch WavLMModel on this CPU: forward + backward
 + AdamW on the same config, batch and crop, with the same threads; and MFU: the model's FLOPs per step
-(analytic, SPEC.md §16) per second over the measured matmul peak of this machine.
+(analytic, docs/sharding.md#compute-anchors) per second over the measured matmul peak of this machine.
 
     .venv/bin/python bench/train_step.py [--model wavlm_base] [--batch 2] [--seconds 4] [--steps 5]
                                          [--dtype bfloat16]
@@ -33,7 +33,7 @@ def jax_step(model_name, batch, samples, steps, scan_layers=True, dtype="float32
   import numpy as np
   import optax
 
-  from wavlm_jax import metrics
+  from wavlm_jax.training import flops as flops_lib
   from wavlm_jax.models import config as config_lib, params as params_lib, wavlm
 
   cfg = config_lib.model_card(model_name, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
@@ -55,7 +55,7 @@ def jax_step(model_name, batch, samples, steps, scan_layers=True, dtype="float32
     return optax.apply_updates(params, updates), opt, loss
 
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt, x).compile()
-  flops = metrics.compiled_flops(compiled)
+  flops = flops_lib.compiled_flops(compiled)
   params, opt, loss = compiled(params, opt, x)
   jax.block_until_ready(loss)
   times = []
@@ -122,15 +122,15 @@ def main():
 
   import jax.numpy as jnp
 
-  from wavlm_jax import metrics
+  from wavlm_jax.training import flops as flops_lib
   from wavlm_jax.models import config as config_lib
 
-  peak = metrics.measured_matmul_peak(dim=2048, dtype=jnp.dtype(args.dtype), repeats=10)
+  peak = flops_lib.measured_matmul_peak(dim=2048, dtype=jnp.dtype(args.dtype), repeats=10)
   t_scan, xla_flops = jax_step(args.model, args.batch, samples, args.steps, True, args.dtype)
   t_loop, _ = jax_step(args.model, args.batch, samples, args.steps, False, args.dtype)
   t_torch = torch_step(args.model, args.batch, samples, args.steps, args.threads, args.dtype)
-  # Model FLOPs (analytic, SPEC.md §16); XLA's cost analysis undercounts convolutions.
-  flops = metrics.model_flops_per_audio_second(config_lib.model_card(args.model), args.seconds) * args.batch * args.seconds
+  # Model FLOPs (analytic, docs/sharding.md#compute-anchors); XLA's cost analysis undercounts convolutions.
+  flops = flops_lib.model_flops_per_audio_second(config_lib.model_card(args.model), args.seconds) * args.batch * args.seconds
   t_jax = min(t_scan, t_loop)
   mfu = flops / t_jax / peak
   bound = flops / peak  # the step's matmul FLOPs alone, at the measured peak

@@ -1,8 +1,9 @@
-"""The run-config skeleton shared by the recipes: every block with its defaults (SPEC.md §9 values)."""
+"""The run-config skeleton shared by the recipes: every block with its defaults (values:
+docs/objectives.md#hyper-parameters)."""
 
 import ml_collections
 
-from wavlm_jax.data import data_config
+from wavlm_jax.data.config import data_config
 
 
 def run_config(model, data=None, **top):

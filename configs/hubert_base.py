@@ -1,5 +1,6 @@
-"""HuBERT Base pre-training (SPEC.md §9.1): 32 GPUs x 87.5 s = 2,800 s of audio per step, Adam 5e-4 with
-32k warmup steps then linear decay, clip 10, masks p=0.8 l=10, layerdrop 0.05, CNN gradient x0.1.
+"""HuBERT Base pre-training (docs/objectives.md#hubert-pretraining): 32 GPUs x 87.5 s = 2,800 s of audio
+per step, Adam 5e-4 with 32k warmup steps then linear decay, clip 10, masks p=0.8 l=10, layerdrop 0.05,
+CNN gradient x0.1.
 
   # iteration 1: k-means (k=100) of MFCC at 100 Hz, 250k steps
   python -m wavlm_jax.train --config configs/hubert_base.py:it1 --workdir $W/hubert_base_it1
@@ -20,7 +21,7 @@ histogram means bad labels). We have not run this recipe at scale: no reference 
 """
 
 from configs import common, tokenize_mfcc
-from wavlm_jax.data import data_config
+from wavlm_jax.data.config import data_config
 from wavlm_jax.models.config import model_card
 
 

@@ -1,4 +1,4 @@
-"""ILS-SSL Base (SPEC.md §8.1, §9.3): HuBERT Base with intermediate-layer supervision on layers 4 and
+"""ILS-SSL Base (docs/objectives.md#ils-ssl): HuBERT Base with intermediate-layer supervision on layers 4 and
 12 (separate projections and label tables) and the un-gated bucket relative position bias.
 
   python -m wavlm_jax.train --config configs/ils_ssl_base.py --workdir $W/ils_base \

@@ -6,12 +6,10 @@ Each card is a locked `ml_collections.ConfigDict` (fields: wavlm_jax/models/conf
 take a card by name and override what they need, e.g. `model_card('wavlm_base', dtype='bfloat16')`.
 """
 
-from wavlm_jax.models.config import CARDS, model_card
+from wavlm_jax.models.config import model_card
 
 
 def get_config(arg: str = "wavlm_base"):
   """`arg` names the card: wavlm_base, wavlm_base_plus, wavlm_large, hubert_base, hubert_large, tiny."""
   return model_card(arg)
 
-
-NAMES = tuple(CARDS)

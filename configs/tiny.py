@@ -12,7 +12,7 @@ falling from ~7 to below 4 (README, "What you should see", has a measured run).
 """
 
 from configs import common, tokenize_mfcc
-from wavlm_jax.data import data_config
+from wavlm_jax.data.config import data_config
 from wavlm_jax.models.config import model_card
 
 

@@ -1,5 +1,6 @@
-"""WavLM Base (SPEC.md §9.2): HuBERT Base's objective and hyper-parameters plus the gated relative
-position bias and utterance mixing (masked speech denoising), on LibriSpeech 960 h, 400k steps.
+"""WavLM Base (docs/objectives.md#wavlm-pretraining): HuBERT Base's objective and hyper-parameters plus the
+gated relative position bias and utterance mixing (masked speech denoising), on LibriSpeech 960 h, 400k
+steps.
 
   python -m wavlm_jax.train --config configs/wavlm_base.py --workdir $W/wavlm_base \
       --config.data.labels=runs/tokenizer/ls960_hidden_km500/labels/train
@@ -13,7 +14,7 @@ We have not run this recipe at scale: no reference curve is claimed.
 """
 
 from configs import common
-from wavlm_jax.data import data_config
+from wavlm_jax.data.config import data_config
 from wavlm_jax.models.config import model_card
 
 

@@ -1,5 +1,6 @@
-"""WavLM Base+ (SPEC.md §9.2): the Base architecture trained on 94k hours (Libri-Light, GigaSpeech,
-VoxPopuli) for 1M steps [UNVERIFIED step count], with utterance and noise mixing.
+"""WavLM Base+ (docs/objectives.md#wavlm-pretraining): the Base architecture trained on 94k hours
+(Libri-Light, GigaSpeech, VoxPopuli) for 1M steps [UNVERIFIED step count], with utterance and noise
+mixing.
 
   python -m wavlm_jax.train --config configs/wavlm_base_plus.py --workdir $W/wavlm_base_plus \
       --config.data.dataset=audio_dir/mix94k --config.data.labels=... --config.data.noise=noise_dir/dns

@@ -1,15 +1,15 @@
-"""WavLM Large (SPEC.md §1, §9): pre-LN, LayerNorm extractor, normalised waveforms, 24 layers x 1024,
+"""WavLM Large (docs/model.md#model-cards): pre-LN, LayerNorm extractor, normalised waveforms, 24 layers x 1024,
 HuBERT Large optimisation (Adam 1.5e-3, clip 1.0, no dropout), 7,200 s of audio per step, utterance and
 noise mixing, ~700k steps [UNVERIFIED].
 
   python -m wavlm_jax.train --config configs/wavlm_large.py --workdir $W/wavlm_large \
       --config.data.labels=... --config.mesh.fsdp=16 --config.sharding=fsdp
 
-Targets: k-means (k=500) of layer 9 of a Base teacher (SPEC.md §7.4). We have not run it at scale.
+Targets: k-means (k=500) of layer 9 of a Base teacher (docs/targets.md#k-means-targets). We have not run it at scale.
 """
 
 from configs import common
-from wavlm_jax.data import data_config
+from wavlm_jax.data.config import data_config
 from wavlm_jax.models.config import model_card
 
 

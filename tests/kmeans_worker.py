@@ -4,11 +4,9 @@ init.npy out_prefix. Each process takes its share of the points and writes the r
 given centroids, of `fit`, of `fit_streaming` and its own points' labels to out_prefix-<process id>.npz."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/
 
 
 def main(points_path: str, init_path: str, out_prefix: str) -> None:
@@ -16,10 +14,10 @@ def main(points_path: str, init_path: str, out_prefix: str) -> None:
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from configs import common
-  from wavlm_jax import sharding
+  from wavlm_jax import cli
   from wavlm_jax.targets import kmeans
 
-  sharding.initialize_distributed(common.distributed_config())
+  cli.initialize_distributed(common.distributed_config())
   points, init = np.load(points_path), np.load(init_path)
   mine = points[jax.process_index()::jax.process_count()]
   mesh = kmeans._mesh()

@@ -36,17 +36,48 @@ def test_aot_on_fake_cpu_devices():
   assert report.argument_gib > 0 and report.fits is None
 
 
+def _state_bytes(cfg) -> int:
+  """fp32 parameters plus Adam's two moments of the config's model: the analytic size of the train state."""
+  from wavlm_jax.models import params, wavlm
+
+  return 3 * 4 * params.count(params.param_shapes(wavlm.abstract(cfg.model)))
+
+
+def _fsdp(cfg, data: int, fsdp: int):
+  with cfg.unlocked():
+    cfg.sharding = "fsdp"
+    cfg.mesh.data, cfg.mesh.fsdp = data, fsdp
+  return cfg
+
+
+def _batch_bytes(devices: int) -> int:
+  """A device's rows of the tiny step's batch (8 x 1 s): audio f32 and padding mask, labels int32 at 100 Hz."""
+  return 8 // devices * (16000 * (4 + 1) + 100 * 4)
+
+
+def test_aot_memory_is_the_analytic_state_sharded():
+  # The compiled step's per-device arguments are the train state (fp32 parameters and two Adam moments)
+  # plus the device's rows of the batch: all of the state under dp, about half under fsdp over 2 devices.
+  devices, state = jax.devices("cpu")[:8], _state_bytes(_tiny())
+  dp = aot.analyse(_tiny(), "tiny", "cpu x8", devices, "cpu", label_rate=100.0)
+  fsdp = aot.analyse(_fsdp(_tiny(), 4, 2), "tiny", "cpu x8", devices, "cpu", label_rate=100.0)
+  dp_state = dp.argument_gib * 2 ** 30 - _batch_bytes(8)
+  fsdp_state = fsdp.argument_gib * 2 ** 30 - _batch_bytes(8)
+  assert state <= dp_state <= state * 1.01 + 4096, (dp_state, state)
+  assert state / 2 <= fsdp_state <= state * 0.6, (fsdp_state, state)  # a few small tensors stay replicated
+
+
 def test_aot_for_a_tpu_topology():
   reason = _libtpu_reason()
   if reason:
     pytest.skip(reason)
-  cfg = _tiny()
-  with cfg.unlocked():
-    cfg.sharding = "fsdp"
-    cfg.mesh.data, cfg.mesh.fsdp = 2, 2
   devices, chip = aot.devices_for("v5e:2x2", None)
-  report = aot.analyse(cfg, "tiny", "v5e:2x2", devices, chip, label_rate=100.0)
-  assert report.devices == 4 and report.fits is True and report.hbm_gib == 16
+  report = aot.analyse(_fsdp(_tiny(), 2, 2), "tiny", "v5e:2x2", devices, chip, label_rate=100.0)
+  assert report.devices == 4 and report.hbm_gib == 16 and report.fits is True
+  # TPU layouts pad small arrays to (8, 128) tiles: the tiny model's 64-wide tensors take up to twice their
+  # size, so the bound is looser than on CPU.
+  arguments, state = report.argument_gib * 2 ** 30 - _batch_bytes(4), _state_bytes(_tiny())
+  assert state / 2 <= arguments <= state * 2, (arguments, state)
   assert report.flops_per_step > 0 and report.roofline_step_seconds > 0
 
 

@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 
 import wavlm_jax
-from wavlm_jax import checkpointing
+from wavlm_jax.models import directory
+from wavlm_jax.training import checkpoint
 from wavlm_jax.models import frontend, params, wavlm
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
   config = wavlm_jax.model_card("tiny", layer_norm_first=True, extractor_mode="layer_norm", normalize_waveform=True)
-  directory = tmp_path_factory.mktemp("tiny")
-  checkpointing.save_model(directory / "model", params.get_params(wavlm.build(config, seed=5)), config)
-  return directory / "model"
+  root = tmp_path_factory.mktemp("tiny")
+  directory.save_model(root / "model", params.get_params(wavlm.build(config, seed=5)), config)
+  return root / "model"
 
 
 def test_hidden_states_contract(model_dir):
@@ -66,7 +67,8 @@ def test_frame_validity_follows_transformers():
   config = wavlm_jax.model_card("wavlm_base")
   pad = jnp.zeros((2, 32000), bool).at[1, 16000:].set(True)
   valid = frontend.frame_valid_mask(pad, 99, config)
-  assert int(valid[0].sum()) == 99 and int(valid[1].sum()) == 49  # fairseq would keep 50 (SPEC.md §3.5)
+  # fairseq would keep 50 (docs/model.md#padding-from-samples-to-frames)
+  assert int(valid[0].sum()) == 99 and int(valid[1].sum()) == 49
 
 
 def test_load_in_the_other_layer_layout(model_dir):
@@ -79,13 +81,13 @@ def test_load_in_the_other_layer_layout(model_dir):
 def test_interrupted_training_save_leaves_the_previous_checkpoint(tmp_path):
   """Orbax writes a step under a temporary name and renames it when complete: a leftover partial
   directory (a crash mid-save) is not taken for a checkpoint."""
-  ckpt = checkpointing.TrainCheckpointer(tmp_path / "ckpt", every=1, keep=3, keep_period=None, asynchronous=False)
+  ckpt = checkpoint.TrainCheckpointer(tmp_path / "ckpt", every=1, keep=3, keep_period=None, asynchronous=False)
   state = {"w": jnp.arange(4.0)}
   ckpt.save(1, state, {"next": 1}, {"c": 1}, force=True)
   ckpt.wait()
   (tmp_path / "ckpt" / "2.orbax-checkpoint-tmp-1234").mkdir()  # what a crash during step 2's save leaves
   ckpt.close()
-  again = checkpointing.TrainCheckpointer(tmp_path / "ckpt", every=1, keep=3, keep_period=None, asynchronous=False)
+  again = checkpoint.TrainCheckpointer(tmp_path / "ckpt", every=1, keep=3, keep_period=None, asynchronous=False)
   assert again.latest_step() == 1
   restored, data_state = again.restore(1, {"w": jax.ShapeDtypeStruct((4,), jnp.float32)})
   np.testing.assert_array_equal(restored["w"], np.arange(4.0))

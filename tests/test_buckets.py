@@ -1,5 +1,5 @@
 """Relative position buckets: equal to transformers' for the lengths that matter, and the derived
-facts of SPEC.md §6.1."""
+facts of docs/model.md#bucketing."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Model cards: parameter counts of SPEC.md §1, locked configs, field validation."""
+"""Model cards: parameter counts of docs/model.md#model-cards, locked configs, field validation."""
 
 import pytest
 

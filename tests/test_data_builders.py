@@ -124,3 +124,12 @@ def test_librispeech_layout_and_noise_dir(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a directory"):
     builders.prepare_folder("audio_dir", tmp_path / "nope", str(tmp_path / "tfds"), name="x")
+
+
+def test_text_to_phonemes_offline():
+  # eSpeak's own transcription, no audio: the pronunciation source for phoneme targets of transcripts.
+  from wavlm_jax.data import espeak
+
+  engine = espeak.Espeak()
+  assert engine.phonemes("the quick brown fox", "en-us") == "ðə kwˈɪk bɹˈaʊn fˈɑːks"
+  assert engine.phonemes("bonjour", "fr") == "bɔ̃ʒˈuʁ"

@@ -2,7 +2,7 @@
 import to the same outputs as transformers; unsafe pickles are refused; bad input is reported and nothing
 is written.
 
-The original-format files are built here by renaming a transformers state dict per SPEC.md §10.3,
+The original-format files are built here by renaming a transformers state dict per docs/formats.md#key-mapping,
 independently of the converter's own table.
 """
 
@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 import wavlm_jax
 from tests import torch_models
-from wavlm_jax import checkpointing
+from wavlm_jax.models import directory
 from wavlm_jax.convert import formats
 from wavlm_jax.convert.__main__ import main as convert
 
@@ -84,7 +84,7 @@ def test_unilm_checkpoint_imports_to_the_same_outputs(variant, tmp_path):
                      max_distance=64)
   torch.save({"cfg": cfg, "model": state}, tmp_path / "WavLM.pt")
   assert convert(["--from", "unilm", "--src", str(tmp_path / "WavLM.pt"), "--dst", str(tmp_path / "ours")]) == 0
-  config = checkpointing.load_config(tmp_path / "ours")
+  config = directory.load_config(tmp_path / "ours")
   assert config.relative_position == "gated" and config.layerdrop == 0.05 and config.feature_grad_mult == 0.1
   if model.config.do_stable_layer_norm:
     x, _ = torch_models.waveforms()
@@ -112,9 +112,9 @@ def test_fairseq_pretraining_checkpoint_with_heads(cfg_style, tmp_path):
   torch.save(ckpt, tmp_path / "hubert.pt")
   assert convert(["--from", "fairseq", "--src", str(tmp_path / "hubert.pt"), "--dst", str(tmp_path / "ours"),
                   "--scan-layers", "false"]) == 0
-  config = checkpointing.load_config(tmp_path / "ours")
+  config = directory.load_config(tmp_path / "ours")
   assert config.relative_position == "none" and config.num_label_classes == 10 and config.final_dim == 8
-  flat = checkpointing.load_flat_params(tmp_path / "ours")
+  flat = directory.load_flat_params(tmp_path / "ours")
   np.testing.assert_array_equal(flat["pretrain_head/final_proj/kernel"], state["final_proj.weight"].numpy().T)
   table = state.get("label_embs_concat", state.get("label_embs")).numpy()
   np.testing.assert_array_equal(flat["pretrain_head/label_embs_concat"], table)
@@ -145,7 +145,7 @@ def test_fairseq_finetuned_ctc_checkpoint(tmp_path, capsys, caplog):
   with caplog.at_level(logging.WARNING, logger="wavlm_jax.convert.formats"):
     formats.read_fairseq(tmp_path / "ctc.pt")  # no list to receive them: logged instead
   assert "w2v_encoder.w2v_model.label_embs_concat (14, 8)" in caplog.text
-  ours = checkpointing.load_model(tmp_path / "ours")
+  ours = directory.load_model(tmp_path / "ours")
   assert ours.config.vocab_size == 12 and ours.config.layerdrop == 0.1 and ours.config.feature_grad_mult == 0.0
   x, _ = torch_models.waveforms()
   logits = ours.ctc_logits(ours(jnp.asarray(x)))
@@ -154,9 +154,9 @@ def test_fairseq_finetuned_ctc_checkpoint(tmp_path, capsys, caplog):
 
 
 def _ils_heads(model, predict_layers, pre_ln: bool, classes: int = 10, final_dim: int = 8, seed: int = 1):
-  """The ILS-SSL pre-training tensors (UniSpeech ils_hubert with separate label embeddings, SPEC.md
-  §8.1): final_proj.K per predicted layer, one (layers, C + 4, final_dim) label table, and
-  post_layer_norm.K when the model is pre-LN."""
+  """The ILS-SSL pre-training tensors (UniSpeech ils_hubert with separate label embeddings,
+  docs/objectives.md#ils-ssl): final_proj.K per predicted layer, one (layers, C + 4, final_dim) label
+  table, and post_layer_norm.K when the model is pre-LN."""
   g = torch.Generator().manual_seed(seed)
   e = model.config.hidden_size
   heads = {"label_embs_concat": torch.rand(len(predict_layers), classes + 4, final_dim, generator=g)}
@@ -181,7 +181,7 @@ def test_ils_ssl_checkpoint_converts_both_ways(pre_ln, tmp_path):
   cfg = OmegaConf.create({"model": arch, "task": {"_name": "hubert_pretraining", "normalize": False}})
   torch.save({"cfg": cfg, "model": state}, tmp_path / "ils.pt")
   assert convert(["--from", "fairseq", "--src", str(tmp_path / "ils.pt"), "--dst", str(tmp_path / "ours")]) == 0
-  ours = checkpointing.load_model(tmp_path / "ours")
+  ours = directory.load_model(tmp_path / "ours")
   assert ours.config.predict_layers == (1, 2) and ours.config.num_label_classes == 10 and ours.config.final_dim == 8
 
   # Each head sits on its own layer: cosine logits from the reference's layer outputs and the fixture tensors.
@@ -196,7 +196,7 @@ def test_ils_ssl_checkpoint_converts_both_ways(pre_ln, tmp_path):
     proj = torch.nn.functional.linear(h, heads[f"final_proj.{k}.weight"], heads[f"final_proj.{k}.bias"])
     table = heads["label_embs_concat"][k]
     want = torch.cosine_similarity(proj.unsqueeze(-2), table, dim=-1) / 0.1
-    assert torch_models.rel_err(logits[k], want.numpy()) < 1e-4, k
+    assert torch_models.rel_err(logits[f"layer{layer}"], want.numpy()) < 1e-4, k
 
   # Back to the original layout: the same tensors under the same names, and the same model again.
   assert convert(["--to", "unilm", "--src", str(tmp_path / "ours"), "--dst", str(tmp_path / "back.pt")]) == 0
@@ -205,7 +205,7 @@ def test_ils_ssl_checkpoint_converts_both_ways(pre_ln, tmp_path):
   for name, tensor in heads.items():
     torch.testing.assert_close(back["model"][name], tensor, rtol=0, atol=0, msg=name)
   assert convert(["--from", "unilm", "--src", str(tmp_path / "back.pt"), "--dst", str(tmp_path / "again")]) == 0
-  flat, again = checkpointing.load_flat_params(tmp_path / "ours"), checkpointing.load_flat_params(tmp_path / "again")
+  flat, again = directory.load_flat_params(tmp_path / "ours"), directory.load_flat_params(tmp_path / "again")
   assert flat.keys() == again.keys()
   for k in flat:
     np.testing.assert_array_equal(flat[k], again[k], err_msg=k)
@@ -242,7 +242,7 @@ def test_finetuned_ils_ssl_leftovers_are_listed_and_dropped(tmp_path, capsys):
   err = capsys.readouterr().err
   for name in leftovers:
     assert f"dropped w2v_encoder.w2v_model.{name} (32,)" in err, name
-  config = checkpointing.load_config(tmp_path / "ours")
+  config = directory.load_config(tmp_path / "ours")
   assert config.vocab_size == 12 and config.predict_layers == () and config.num_label_classes == 0
 
 

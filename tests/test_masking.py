@@ -1,5 +1,5 @@
-"""Span masking: statistics match fairseq's original algorithm (a NumPy transcription of SPEC.md §3.2a
-serves as the reference), spans have the configured length, counts are equalised among full-length rows,
+"""Span masking: statistics match fairseq's original algorithm (a NumPy transcription of
+docs/model.md#original-algorithm serves as the reference), spans have the configured length, counts are equalised among full-length rows,
 a row's masked fraction never depends on the other rows' lengths, padding is never masked, and masks are
 deterministic given the key and compiled once per shape."""
 
@@ -111,12 +111,24 @@ def test_short_rows_and_min_masks():
   assert not channel.any()  # p = 0 and min_masks = 0: nothing masked
 
 
-def test_deterministic_and_static_shapes():
-  fn = jax.jit(lambda k: masking.span_mask(k, (4, 200), 0.8, 10, 2))
-  a, b = fn(jax.random.key(7)), fn(jax.random.key(7))
+def test_deterministic_and_traced_once_for_any_padding():
+  # Static shapes: the span count's bound is static, so masks for new keys and new padding patterns of
+  # the same shape reuse one trace (a Python value depending on the data would retrace or fail).
+  traces = []
+
+  def masks(key, valid):
+    traces.append(1)
+    return masking.span_mask(key, (4, 200), 0.8, 10, 2, valid)
+
+  fn = jax.jit(masks)
+  full = jnp.ones((4, 200), bool)
+  a, b = fn(jax.random.key(7), full), fn(jax.random.key(7), full)
   np.testing.assert_array_equal(a, b)
-  assert not np.array_equal(a, fn(jax.random.key(8)))
-  assert fn._cache_size() == 1
+  assert not np.array_equal(a, fn(jax.random.key(8), full))
+  for sizes in ([200, 150, 90, 20], [37, 200, 200, 199]):
+    valid = jnp.arange(200)[None, :] < jnp.asarray(sizes)[:, None]
+    assert not np.any(np.asarray(fn(jax.random.key(9), valid)) & ~np.asarray(valid))
+  assert len(traces) == 1
 
 
 def test_apply_masks():

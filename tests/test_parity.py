@@ -9,7 +9,7 @@ import pytest
 
 import wavlm_jax
 from tests import torch_models
-from wavlm_jax import checkpointing
+from wavlm_jax.models import directory
 from wavlm_jax.convert.__main__ import main as convert
 
 TOL = 1e-4
@@ -43,7 +43,7 @@ def test_every_hidden_state_matches_transformers(variant, padded, tmp_path):
 
 def test_pre_ln_layer_outputs_are_unnormalised(tmp_path):
   model = torch_models.make("wavlm_pre_ln_layer_norm_conv_bias")
-  ours_model = checkpointing.load_model(_convert_hf(model, tmp_path))
+  ours_model = directory.load_model(_convert_hf(model, tmp_path))
   x, _ = torch_models.waveforms()
   out = ours_model(jax.numpy.asarray(x))
   theirs, last, _ = torch_models.reference(model, x)
@@ -55,7 +55,7 @@ def test_pre_ln_layer_outputs_are_unnormalised(tmp_path):
 @pytest.mark.parametrize("variant", ["wavlm_post_ln_group_norm", "hubert_post_ln"])
 def test_ctc_logits_match_transformers(variant, tmp_path):
   model = torch_models.make(variant, ctc=True)
-  ours_model = checkpointing.load_model(_convert_hf(model, tmp_path, scan_layers="false"))
+  ours_model = directory.load_model(_convert_hf(model, tmp_path, scan_layers="false"))
   assert ours_model.config.vocab_size == 12 and not ours_model.config.scan_layers
   x, _ = torch_models.waveforms()
   logits = ours_model.ctc_logits(ours_model(jax.numpy.asarray(x)))

@@ -191,3 +191,19 @@ def test_duration_batches_have_no_padding_and_few_shapes(espeak_data_dir, time_l
     assert not batch["padding_mask"].any() and (rows, samples) in it.shapes()
     assert rows * samples <= 4 * 6.0 * 16000  # audio per step near, never above, batch_size x crop_seconds
   assert len(seen) >= 2  # several buckets in use, each a static shape
+
+
+def test_resume_under_another_plan_is_refused(espeak_data_dir, time_labels):
+  cfg = _cfg(espeak_data_dir, labels=time_labels[50], batching="duration", crop_seconds=4.0, min_seconds=1.5)
+  it = data.create_iterator(cfg, batch_multiple=1)
+  next(it)
+  state = it.get_state()
+  assert state["batching"]["batching"] == "duration" and state["batching"]["buckets"]
+  other = data.create_iterator(cfg, batch_multiple=2)  # another data-parallel size: other rows per bucket
+  with pytest.raises(ValueError, match="saved under other batching.*same data config, data-parallel size"):
+    other.set_state(state)
+  with pytest.raises(ValueError, match="saved by an earlier version"):  # a bare Grain state: fixed batching
+    data.create_iterator(cfg).set_state(state["grain"])
+  same = data.create_iterator(cfg, batch_multiple=1)
+  same.set_state(state)
+  np.testing.assert_array_equal(next(same)["audio"], next(it)["audio"])

@@ -1,7 +1,7 @@
 """A user's path beyond the embedded corpus, through the README's command lines only, on a fresh home and
 data dir: a LibriSpeech-layout folder of real-format files (FLAC at 8/16/44.1 kHz, mono and stereo,
 1-35 s, a corrupt and an empty file) -> prepare -> HuBERT it1 (the trainer makes MFCC labels) -> hidden-unit
-tokenizer on it1's model (fit, assign, report) -> it2 -> WavLM -> load_encoder."""
+tokenizer on it1's model (fit, assign, report) -> it2, WavLM and ILS-SSL on those labels -> load_encoder."""
 
 import json
 import os
@@ -70,6 +70,10 @@ def test_prepare_tokenize_train_load_on_a_librispeech_layout_folder(tmp_path):
        f"--config.data.dataset={dataset}", f"--config.data.labels={labels}", *short)
   out = _run(env, "wavlm_jax.train", "--config", "configs/wavlm_base.py:runlocal", "--workdir", wavlm,
              f"--config.data.dataset={dataset}", f"--config.data.labels={labels}", *short)
+  _run(env, "wavlm_jax.train", "--config", "configs/ils_ssl_base.py:runlocal", "--workdir", tmp_path / "ils",
+       f"--config.data.dataset={dataset}", f"--config.data.labels={labels}", *short)
+  ils = [json.loads(line) for line in (tmp_path / "ils" / "metrics.jsonl").read_text().splitlines()]
+  assert {"acc_masked/layer1", "acc_masked/layer2"} <= set(ils[-1])  # one head per predicted layer
   summary = json.loads((wavlm / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["label_rate"] == 50
   rows = [json.loads(line) for line in (wavlm / "metrics.jsonl").read_text().splitlines()]

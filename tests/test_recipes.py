@@ -1,26 +1,104 @@
-"""Every run recipe loads, validates and shrinks with `runlocal`; their architectures are the cards'."""
+"""Every run recipe: the commands its docstring gives name configs, arguments and fields that exist; its
+data and tokenizer chain fit together (the tokenizer labels the dataset and split the trainer reads, the
+labels a later step names are where a tokenizer preset writes them); its `runlocal` form opens its data
+and its tokenizer's data on a generated corpus; the architectures are the cards'."""
+
+import importlib
+import re
 
 import pytest
 
-from configs import hubert_base, ils_ssl_base, tiny, wavlm_base, wavlm_base_plus, wavlm_large
+from configs import hubert_base, ils_ssl_base, tokenize_hidden, tokenize_mfcc, wavlm_base, wavlm_large
+from wavlm_jax import data
+from wavlm_jax.data import builders
 from wavlm_jax.models import config as config_lib
 from wavlm_jax.models import params, wavlm
 
-RECIPES = {"hubert_base:it1": (hubert_base, "it1"), "hubert_base:it2": (hubert_base, "it2"),
-           "wavlm_base": (wavlm_base, ""), "wavlm_base_plus": (wavlm_base_plus, ""),
-           "wavlm_large": (wavlm_large, ""), "ils_ssl_base": (ils_ssl_base, ""), "tiny": (tiny, None)}
+RECIPES = ("hubert_base", "ils_ssl_base", "tiny", "wavlm_base", "wavlm_base_plus", "wavlm_large", "tokenize_mfcc",
+           "tokenize_hidden")
+TRAIN_RECIPES = {"hubert_base:it1": "it1", "hubert_base:it2": "it2", "wavlm_base": "", "wavlm_base_plus": "",
+                 "wavlm_large": "", "ils_ssl_base": "", "tiny": None}
+_COMMAND = re.compile(r"--config[ =]configs/(\w+)\.py(?::([\w,]+))?")
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
-def test_recipe_loads(name):
-  module, arg = RECIPES[name]
-  c = module.get_config(arg) if arg is not None else module.get_config()
+def _get(module_name: str, arg: str | None):
+  module = importlib.import_module(f"configs.{module_name}")
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _assert_known_dataset(name: str, where: str) -> None:
+  """A dataset our builders make: an embedded-corpus config, or a folder kind (prepared by the user)."""
+  kind, _, config = name.partition("/")
+  if kind == "espeak_speech":
+    assert config in {c.name for c in builders.EspeakSpeech.BUILDER_CONFIGS}, f"{where}: no dataset {name}"
+  else:
+    assert kind in builders.FOLDER_BUILDERS and config, f"{where}: no dataset {name}"
+
+
+def _commands():
+  """(recipe, config name, arg, [(field, value)]) of every command in every recipe's docstring (a command
+  is a line with its backslash continuations)."""
+  out = []
+  for name in RECIPES:
+    doc = importlib.import_module(f"configs.{name}").__doc__
+    for command in re.sub(r"\\\n\s*", " ", doc).splitlines():
+      for config, arg in _COMMAND.findall(command):
+        fields = re.findall(r"--config\.([\w.]+)=(\S+)", command)
+        out.append((name, config, arg or None, fields))
+  return out
+
+
+def test_docstring_commands_name_configs_arguments_and_fields_that_exist():
+  commands = _commands()
+  assert len(commands) >= 15
+  for recipe, config, arg, fields in commands:
+    c = _get(config, arg)  # an unknown module or argument raises here
+    dataset = c.dataset if "dataset" in c else c.data.dataset
+    _assert_known_dataset(dataset, f"{recipe}: --config configs/{config}.py:{arg}")
+    for field, _ in fields:
+      node = c
+      for part in field.split("."):
+        assert part in node, f"{recipe}: the command sets --config.{field}, which {config}.py has no field for"
+        node = node[part]
+
+
+def test_labels_named_in_commands_are_where_a_tokenizer_preset_writes_them():
+  workdirs = {m.get_config(p).workdir for m in (tokenize_mfcc, tokenize_hidden) for p in tokenize_mfcc.PRESETS}
+  named = [value for _, _, _, fields in _commands() for field, value in fields
+           if field == "data.labels" and value.startswith("runs/")]
+  assert named
+  for value in named:
+    assert value.endswith("/labels/train") and value[:-len("/labels/train")] in workdirs, value
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_RECIPES))
+def test_data_and_tokenizer_fit_together(name):
+  c = _get(name.split(":")[0], TRAIN_RECIPES[name])
   config_lib.validate(c.model)
-  assert c.total_steps > 0 and c.data.batch_size > 0
-  if name != "tiny":
-    local = module.get_config(f"{arg},runlocal" if arg else "runlocal")
-    assert local.model.embed_dim == 64 and local.data.dataset == "espeak_speech/tiny" and local.tokenizer
-    config_lib.validate(local.model)
+  _assert_known_dataset(c.data.dataset, name)
+  if c.tokenizer:  # the labels it makes are those the trainer reads
+    assert c.tokenizer.dataset == c.data.dataset and c.data.split == c.tokenizer.fit_split
+    assert c.data.split in c.tokenizer.assign_splits
+    assert c.tokenizer.k <= c.model.num_label_classes
+  else:
+    assert c.data.labels == "" or c.data.labels.startswith("runs/")  # the docstring says which store
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TRAIN_RECIPES if n != "tiny"))
+def test_runlocal_opens_its_data_and_its_tokenizers_data(name, espeak_data_dir):
+  arg = TRAIN_RECIPES[name]
+  c = _get(name.split(":")[0], f"{arg},runlocal" if arg else "runlocal")
+  config_lib.validate(c.model)
+  assert c.model.embed_dim == 64 and c.data.dataset == "espeak_speech/tiny"
+  with c.unlocked():
+    c.data.data_dir = c.tokenizer.data_dir = espeak_data_dir
+  it = data.create_iterator(c.data)
+  batch = next(it)
+  assert batch["audio"].shape in it.shapes() and not batch["padding_mask"].any()
+  from wavlm_jax.targets import tokenize
+
+  for split in c.tokenizer.assign_splits:
+    assert len(tokenize._source(c.tokenizer, split)) > 0
 
 
 def test_recipe_architectures():

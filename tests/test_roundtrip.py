@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from tests import torch_models
-from wavlm_jax import checkpointing
+from wavlm_jax.models import directory
 from wavlm_jax.convert import mapping, torch_io
 from wavlm_jax.convert.__main__ import main as convert
 from wavlm_jax.models import config as config_lib
@@ -44,16 +44,16 @@ def test_ours_to_hf_to_ours_is_identical(card, extra, tmp_path):
   config = config_lib.model_card(card, num_label_classes=0, **extra)
   model = wavlm.build(config, seed=3)
   flat = params.get_params(model)
-  checkpointing.save_model(tmp_path / "ours", flat, config)
+  directory.save_model(tmp_path / "ours", flat, config)
   assert convert(["--to", "hf", "--src", str(tmp_path / "ours"), "--dst", str(tmp_path / "hf")]) == 0
   arch = transformers.AutoConfig.from_pretrained(tmp_path / "hf").architectures[0]
   assert arch == ("HubertForCTC" if extra else "WavLMModel")
   assert convert(["--from", "hf", "--src", str(tmp_path / "hf"), "--dst", str(tmp_path / "again")]) == 0
-  again = checkpointing.load_flat_params(tmp_path / "again")
+  again = directory.load_flat_params(tmp_path / "again")
   assert again.keys() == flat.keys()
   for k in flat:
     np.testing.assert_array_equal(flat[k], again[k], err_msg=k)
-  back = checkpointing.load_config(tmp_path / "again")
+  back = directory.load_config(tmp_path / "again")
   for field in ("embed_dim", "num_layers", "relative_position", "layer_norm_first", "extractor_mode", "conv_dim",
                 "conv_pos", "vocab_size", "conv_bias"):
     assert back[field] == config[field], field
@@ -64,7 +64,7 @@ def test_ours_to_hf_to_ours_is_identical(card, extra, tmp_path):
 def test_ours_to_unilm_to_ours_is_identical(tmp_path):
   config = config_lib.model_card("tiny", scan_layers=False)
   flat = params.get_params(wavlm.build(config, seed=4))
-  checkpointing.save_model(tmp_path / "ours", flat, config)
+  directory.save_model(tmp_path / "ours", flat, config)
   assert convert(["--to", "unilm", "--src", str(tmp_path / "ours"), "--dst", str(tmp_path / "w.pt")]) == 0
   ckpt = torch.load(tmp_path / "w.pt", weights_only=True)  # plain data: loads under weights_only
   assert ckpt["cfg"]["relative_position_embedding"] and ckpt["cfg"]["gru_rel_pos"]
@@ -72,7 +72,7 @@ def test_ours_to_unilm_to_ours_is_identical(tmp_path):
   assert ckpt["model"]["label_embs_concat"].shape == (54, 32)
   assert convert(["--from", "unilm", "--src", str(tmp_path / "w.pt"), "--dst", str(tmp_path / "again"),
                   "--scan-layers", "false"]) == 0
-  again = checkpointing.load_flat_params(tmp_path / "again")
+  again = directory.load_flat_params(tmp_path / "again")
   for k in flat:
     np.testing.assert_array_equal(flat[k], again[k], err_msg=k)
 
@@ -83,7 +83,7 @@ def test_ours_with_ils_heads_to_unilm_to_ours_is_identical(tmp_path):
   config = config_lib.model_card("tiny", scan_layers=False, relative_position="bucket", layer_norm_first=True,
                                  predict_layers=(1, 2))
   flat = params.get_params(wavlm.build(config, seed=6))
-  checkpointing.save_model(tmp_path / "ours", flat, config)
+  directory.save_model(tmp_path / "ours", flat, config)
   assert convert(["--to", "unilm", "--src", str(tmp_path / "ours"), "--dst", str(tmp_path / "w.pt")]) == 0
   ckpt = torch.load(tmp_path / "w.pt", weights_only=True)
   assert ckpt["cfg"]["relative_position_embedding"] and not ckpt["cfg"]["gru_rel_pos"]
@@ -91,9 +91,9 @@ def test_ours_with_ils_heads_to_unilm_to_ours_is_identical(tmp_path):
   assert {"final_proj.1.weight", "post_layer_norm.1.bias"} <= ckpt["model"].keys()
   assert convert(["--from", "unilm", "--src", str(tmp_path / "w.pt"), "--dst", str(tmp_path / "again"),
                   "--scan-layers", "false"]) == 0
-  back = checkpointing.load_config(tmp_path / "again")
+  back = directory.load_config(tmp_path / "again")
   assert back.predict_layers == (1, 2) and back.relative_position == "bucket"
-  again = checkpointing.load_flat_params(tmp_path / "again")
+  again = directory.load_flat_params(tmp_path / "again")
   assert again.keys() == flat.keys()
   for k in flat:
     np.testing.assert_array_equal(flat[k], again[k], err_msg=k)

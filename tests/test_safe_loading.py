@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from wavlm_jax import checkpointing
+from wavlm_jax.models import directory
 from wavlm_jax.convert import torch_io
 from wavlm_jax.convert.__main__ import main as convert
 from wavlm_jax.models import config as config_lib
@@ -152,13 +152,13 @@ def test_genuine_legacy_format_loads_identically(tmp_path):
 def test_legacy_format_unilm_checkpoint_converts(tmp_path):
   config = config_lib.model_card("tiny", scan_layers=False)
   flat = params.get_params(wavlm.build(config, seed=5))
-  checkpointing.save_model(tmp_path / "ours", flat, config)
+  directory.save_model(tmp_path / "ours", flat, config)
   assert convert(["--to", "unilm", "--src", str(tmp_path / "ours"), "--dst", str(tmp_path / "zip.pt")]) == 0
   ckpt = torch.load(tmp_path / "zip.pt", weights_only=True)
   torch.save(ckpt, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
   assert convert(["--from", "unilm", "--src", str(tmp_path / "legacy.pt"), "--dst", str(tmp_path / "again"),
                   "--scan-layers", "false"]) == 0
-  again = checkpointing.load_flat_params(tmp_path / "again")
+  again = directory.load_flat_params(tmp_path / "again")
   assert again.keys() == flat.keys()
   for k in flat:
     np.testing.assert_array_equal(flat[k], again[k], err_msg=k)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import tokenize_mfcc
-from wavlm_jax import checkpointing
+from wavlm_jax.models import directory
 from wavlm_jax.data import labels as labels_lib
 from wavlm_jax.models import config as config_lib
 from wavlm_jax.models import params, wavlm
@@ -158,7 +158,7 @@ def test_tokenize_end_to_end_on_the_embedded_corpus(espeak_data_dir, tmp_path, c
 def test_hidden_features_are_unnormalised_layer_outputs(tmp_path):
   config = config_lib.model_card("tiny", layer_norm_first=True, num_layers=3)
   model = wavlm.build(config, seed=0)
-  checkpointing.save_model(tmp_path / "m", params.get_params(model), config)
+  directory.save_model(tmp_path / "m", params.get_params(model), config)
   rng = np.random.default_rng(0)
   waves = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (16000, 23456, 9000)]
   feats = features.HiddenFeatures(tmp_path / "m", layer=2, batch_size=2, max_chunk=20000)(waves)

@@ -17,10 +17,14 @@ import tensorflow_datasets as tfds
 import multiprocess
 
 from configs import tiny as tiny_recipe
-from wavlm_jax import checkpointing, data, sharding, train
+from wavlm_jax import data, train
+from wavlm_jax.models import directory, partitioning
+from wavlm_jax.training import mesh as mesh_lib
 from wavlm_jax.data import labels as labels_lib
 from wavlm_jax.models import config as config_lib
 from wavlm_jax.models import params as params_lib, wavlm
+
+SPEC = labels_lib.LabelSpec(100.0, 100)  # the phone labels' rate and the tiny run config's classes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +59,7 @@ def run_config(data_dir, labels, **overrides):
 def _batch(cfg, mesh):
   it = data.create_iterator(cfg.data, process_index=0, process_count=1)
   host = next(it)
-  return data.to_global({k: host[k] for k in train.BATCH_KEYS}, jax.NamedSharding(mesh, jax.P(sharding.BATCH)))
+  return data.to_global({k: host[k] for k in train.BATCH_KEYS}, jax.NamedSharding(mesh, jax.P(mesh_lib.BATCH)))
 
 
 MESHES = {"dp": {"data": 8}, "fsdp": {"data": 2, "fsdp": 4}, "fsdp_tp": {"data": 2, "fsdp": 2, "tensor": 2}}
@@ -67,7 +71,7 @@ GOLDEN_TINY = {  # (layers, embed, heads) / (layers, embed, mlp) / (layers, mlp,
 
 
 def _two_steps(cfg, mesh, preset):
-  run = train.build(cfg, mesh, sharding.rules_for(preset), 100.0)
+  run = train.build(cfg, mesh, mesh_lib.rules_for(preset), SPEC)
   state = run.init()
   batch = _batch(cfg, mesh)
   state, m1 = run.step(state, batch)
@@ -78,14 +82,14 @@ def _two_steps(cfg, mesh, preset):
 @pytest.fixture(scope="module")
 def one_device_losses(espeak_data_dir, phone_labels):
   cfg = run_config(espeak_data_dir, phone_labels)
-  _, ref1, ref2 = _two_steps(cfg, sharding.make_mesh({"data": 1}, devices=jax.devices()[:1]), "dp")
+  _, ref1, ref2 = _two_steps(cfg, mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1]), "dp")
   return ref1, ref2
 
 
 @pytest.mark.parametrize("preset", sorted(MESHES))
 def test_presets_shard_as_declared_and_match_one_device(preset, espeak_data_dir, phone_labels, one_device_losses):
   cfg = run_config(espeak_data_dir, phone_labels, sharding=preset)
-  mesh = sharding.make_mesh(MESHES[preset])
+  mesh = mesh_lib.make_mesh(MESHES[preset])
   state, loss1, loss2 = _two_steps(cfg, mesh, preset)
   layers = state["params"]["wavlm"]["encoder"]["layers"]
   q = layers["attention"]["q_proj"]["kernel"]
@@ -102,7 +106,7 @@ def test_presets_shard_as_declared_and_match_one_device(preset, espeak_data_dir,
 
 def test_golden_partition_specs_wavlm_base():
   binder = params_lib.Binder(wavlm.abstract(config_lib.model_card("wavlm_base")))
-  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   golden = {
       "fsdp": {"wavlm/encoder/layers/attention/q_proj/kernel": (None, "fsdp", None),
                "wavlm/encoder/layers/attention/out_proj/kernel": (None, None, "fsdp"),
@@ -119,18 +123,19 @@ def test_golden_partition_specs_wavlm_base():
                   "wavlm/feature_projection/projection/kernel": ("fsdp", None)},
   }
   for preset, expected in golden.items():
-    rules = sharding.rules_for(preset)
+    rules = mesh_lib.rules_for(preset)
     for key, spec in expected.items():
-      assert tuple(sharding.spec_for(binder.logical_axes[key], binder.shapes[key], mesh, rules)) == spec, (preset, key)
-  dp = sharding.rules_for("dp")
-  assert all(all(a is None for a in sharding.spec_for(binder.logical_axes[k], binder.shapes[k], mesh, dp))
+      got = partitioning.spec_for(binder.logical_axes[key], binder.shapes[key], mesh, rules)
+      assert tuple(got) == spec, (preset, key)
+  dp = mesh_lib.rules_for("dp")
+  assert all(all(a is None for a in partitioning.spec_for(binder.logical_axes[k], binder.shapes[k], mesh, dp))
              for k in binder.keys)
 
 
 def test_ils_heads_only_when_configured(espeak_data_dir, phone_labels):
-  mesh = sharding.make_mesh({"data": 8})
+  mesh = mesh_lib.make_mesh({"data": 8})
   cfg = run_config(espeak_data_dir, phone_labels, **{"model.predict_layers": (1, 2), "model.num_layers": 2})
-  run = train.build(cfg, mesh, sharding.rules_for("dp"), 100.0)
+  run = train.build(cfg, mesh, mesh_lib.rules_for("dp"), SPEC)
   state = run.init()
   assert "ils_heads" in state["params"] and "pretrain_head" not in state["params"]
   before = jax.device_get(state["params"]["ils_heads"])
@@ -141,14 +146,14 @@ def test_ils_heads_only_when_configured(espeak_data_dir, phone_labels):
   after = jax.device_get(state["params"]["ils_heads"])
   for head in ("0", "1"):
     assert not np.allclose(before[head]["final_proj"]["kernel"], after[head]["final_proj"]["kernel"])
-  plain = train.build(run_config(espeak_data_dir, phone_labels), mesh, sharding.rules_for("dp"), 100.0)
+  plain = train.build(run_config(espeak_data_dir, phone_labels), mesh, mesh_lib.rules_for("dp"), SPEC)
   assert "ils_heads" not in plain.abstract_state["params"]
 
 
 def test_nan_guard_skips_poisoned_batches(espeak_data_dir, phone_labels):
-  mesh = sharding.make_mesh({"data": 8})
+  mesh = mesh_lib.make_mesh({"data": 8})
   cfg = run_config(espeak_data_dir, phone_labels)
-  run = train.build(cfg, mesh, sharding.rules_for("dp"), 100.0)
+  run = train.build(cfg, mesh, mesh_lib.rules_for("dp"), SPEC)
   state = run.init()
   batch = _batch(cfg, mesh)
   poisoned = dict(batch, audio=batch["audio"].at[3, 100].set(np.nan))
@@ -194,11 +199,11 @@ def test_warm_start_from_a_model_directory(espeak_data_dir, phone_labels, tmp_pa
   cfg = run_config(espeak_data_dir, phone_labels)
   source = wavlm.build(config_lib.model_card("tiny", num_label_classes=0, vocab_size=7), seed=42)
   flat = params_lib.get_params(source)
-  checkpointing.save_model(tmp_path / "released", flat, source.config)
-  mesh = sharding.make_mesh({"data": 8})
-  run = train.build(cfg, mesh, sharding.rules_for("dp"), 100.0)
+  directory.save_model(tmp_path / "released", flat, source.config)
+  mesh = mesh_lib.make_mesh({"data": 8})
+  run = train.build(cfg, mesh, mesh_lib.rules_for("dp"), SPEC)
   other = wavlm.build(config_lib.model_card("tiny", conv_dim=(32,) * 7, num_label_classes=0), seed=1)
-  checkpointing.save_model(tmp_path / "other", params_lib.get_params(other), other.config)
+  directory.save_model(tmp_path / "other", params_lib.get_params(other), other.config)
   with pytest.raises(ValueError, match="conv_layers/0/conv/kernel has shape"):
     train._warm_start(run.init(), run_config(espeak_data_dir, phone_labels, init_from=str(tmp_path / "other")),
                       run.state_sharding)
@@ -218,7 +223,7 @@ def _train_cmd(workdir, data_dir, labels, *extra):
 
 
 def _final(workdir):
-  flat = checkpointing.load_flat_params(Path(workdir) / "model")
+  flat = directory.load_flat_params(Path(workdir) / "model")
   losses = {}
   for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines():
     row = json.loads(line)

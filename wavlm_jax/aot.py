@@ -30,11 +30,6 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 
-# Per-chip HBM (GiB) and dense bf16 peak (FLOP/s).
-CHIPS = {"v4": (32, 275e12), "v5e": (16, 197e12), "v5p": (95, 459e12), "v6e": (32, 918e12),
-         "h100": (80, 989e12), "cpu": (0, 0.0)}
-
-
 @dataclasses.dataclass
 class Report:
   config: str
@@ -52,7 +47,7 @@ class Report:
   hbm_gib: float
   fits: bool | None
   flops_per_step: float  # over all devices, XLA's cost analysis
-  model_flops_per_step: float  # analytic (metrics.model_flops_per_audio_second)
+  model_flops_per_step: float  # analytic (flops.model_flops_per_audio_second)
   roofline_step_seconds: float
   audio_seconds_per_second_per_chip: float
 
@@ -76,12 +71,14 @@ def devices_for(topology: str | None, cpu_devices: int | None):
   """(devices, chip name). topology like "v5e:4x4"; otherwise this host's (fake) CPU devices."""
   import jax
 
+  from wavlm_jax.training import flops
+
   if topology:
     from jax.experimental import topologies
 
     chip = topology.split(":")[0].lower()
-    if chip not in CHIPS:
-      raise ValueError(f"unknown chip {chip!r} in topology {topology!r}; known: {sorted(CHIPS)}")
+    if chip not in flops.CHIPS:
+      raise ValueError(f"unknown chip {chip!r} in topology {topology!r}; known: {sorted(flops.CHIPS)}")
     try:
       topo = topologies.get_topology_desc(topology, "tpu")
     except Exception as e:  # noqa: BLE001
@@ -100,16 +97,18 @@ def lower_step(cfg, devices, label_rate: float = 50.0):
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from wavlm_jax import sharding, train
+  from wavlm_jax import audio, train
+  from wavlm_jax.data.labels import LabelSpec
+  from wavlm_jax.training import mesh as mesh_lib
 
-  mesh = sharding.make_mesh(cfg.mesh, devices)
-  rules = sharding.rules_for(cfg.sharding)
-  data_parallel = math.prod(mesh.shape[a] for a in sharding.BATCH)
+  mesh = mesh_lib.make_mesh(cfg.mesh, devices)
+  rules = mesh_lib.rules_for(cfg.sharding)
+  data_parallel = math.prod(mesh.shape[a] for a in mesh_lib.BATCH)
   batch = -(-cfg.data.batch_size // data_parallel) * data_parallel
-  samples = int(round(cfg.data.crop_seconds * 16000))
-  labels = int(round(samples * label_rate / 16000))
-  run = train.build(cfg, mesh, rules, label_rate)
-  bs = NamedSharding(mesh, P(sharding.BATCH))
+  samples = int(round(cfg.data.crop_seconds * audio.SAMPLE_RATE))
+  labels = audio.label_count(samples, label_rate)
+  run = train.build(cfg, mesh, rules, LabelSpec(label_rate, cfg.model.num_label_classes))
+  bs = NamedSharding(mesh, P(mesh_lib.BATCH))
   abstract_batch = {"audio": jax.ShapeDtypeStruct((batch, samples), jnp.float32, sharding=bs),
                     "padding_mask": jax.ShapeDtypeStruct((batch, samples), jnp.bool_, sharding=bs),
                     "labels": jax.ShapeDtypeStruct((batch, labels), jnp.int32, sharding=bs)}
@@ -126,16 +125,16 @@ def _out_of_memory(cfg, config_name, target, devices, chip, error: Exception) ->
   """The TPU compiler refuses programs that exceed HBM; report what it said it needed."""
   import re
 
-  from wavlm_jax import sharding
+  from wavlm_jax.training import flops, mesh as mesh_lib
 
   needed = re.search(r"required for [^(]*\(([\d.]+)([GM])\)", str(error))
   total = float(needed.group(1)) / (1024 if needed and needed.group(2) == "M" else 1) if needed else float("nan")
-  mesh = sharding.make_mesh(cfg.mesh, devices)
-  dp = math.prod(mesh.shape[a] for a in sharding.BATCH)
+  mesh = mesh_lib.make_mesh(cfg.mesh, devices)
+  dp = math.prod(mesh.shape[a] for a in mesh_lib.BATCH)
   return Report(config=config_name, target=target, devices=len(devices), mesh=dict(mesh.shape), preset=cfg.sharding,
                 remat=cfg.model.remat, batch=-(-cfg.data.batch_size // dp) * dp, crop_seconds=cfg.data.crop_seconds,
                 argument_gib=float("nan"), temp_gib=total, output_gib=float("nan"), total_gib=total,
-                hbm_gib=CHIPS[chip][0] * (chips_in(target) if ":" in target else len(devices)) / len(devices),
+                hbm_gib=flops.CHIPS[chip].hbm_gib * (chips_in(target) if ":" in target else len(devices)) / len(devices),
                 fits=False, flops_per_step=0.0, model_flops_per_step=0.0,
                 roofline_step_seconds=0.0, audio_seconds_per_second_per_chip=0.0)
 
@@ -143,7 +142,7 @@ def _out_of_memory(cfg, config_name, target, devices, chip, error: Exception) ->
 def analyse(cfg, config_name: str, target: str, devices, chip: str, label_rate: float = 50.0) -> Report:
   import jax
 
-  from wavlm_jax import metrics
+  from wavlm_jax.training import flops
 
   try:
     compiled, mesh, batch = compile_step(cfg, devices, label_rate)
@@ -158,12 +157,12 @@ def analyse(cfg, config_name: str, target: str, devices, chip: str, label_rate: 
   out = getattr(mem, "output_size_in_bytes", 0) / gib
   alias = getattr(mem, "alias_size_in_bytes", 0) / gib
   total = arg + tmp + out - alias
-  hbm, peak_chip = CHIPS[chip]
+  hbm, peak_chip = flops.CHIPS[chip].hbm_gib, flops.CHIPS[chip].peak_flops
   n = len(devices)
   chips = chips_in(target) if ":" in target else n
-  per_device_flops = metrics.compiled_flops(compiled)  # the SPMD program of one device
+  per_device_flops = flops.compiled_flops(compiled)  # the SPMD program of one device
   audio = batch * cfg.data.crop_seconds
-  model_flops = metrics.model_flops_per_audio_second(cfg.model, cfg.data.crop_seconds) * audio
+  model_flops = flops.model_flops_per_audio_second(cfg.model, cfg.data.crop_seconds) * audio
   step_seconds = model_flops / (peak_chip * chips) if peak_chip else 0.0
   return Report(config=config_name, target=target, devices=n, mesh=dict(mesh.shape), preset=cfg.sharding,
                 remat=cfg.model.remat, batch=batch, crop_seconds=cfg.data.crop_seconds, argument_gib=arg,

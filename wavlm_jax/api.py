@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wavlm_jax import checkpointing
-from wavlm_jax.models import frontend
+from wavlm_jax import audio
+from wavlm_jax.models.directory import load_model
 
 
 class Encoder:
@@ -23,7 +23,7 @@ class Encoder:
   def _hidden_states(self, state, waveforms, padding_mask, normalize):
     model = nnx.merge(self._graphdef, state)
     if normalize:
-      waveforms = frontend.normalize_waveform(waveforms, padding_mask)
+      waveforms = audio.normalize_waveform(waveforms, padding_mask, xp=jnp)
     return model(waveforms, padding_mask).hidden_states
 
   def hidden_states(self, waveforms, padding_mask=None, *, normalize: bool | None = None) -> list[jax.Array]:
@@ -47,4 +47,4 @@ class Encoder:
 
 def load_encoder(directory: str | os.PathLike, **config_overrides) -> Encoder:
   """Loads a model directory written by `python -m wavlm_jax.convert` or the trainer."""
-  return Encoder(checkpointing.load_model(directory, **config_overrides))
+  return Encoder(load_model(directory, **config_overrides))

@@ -29,9 +29,11 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from wavlm_jax import checkpointing, data, metrics as metrics_lib, optim, sharding  # noqa: E402
+from wavlm_jax import audio, cli, data  # noqa: E402
 from wavlm_jax.data import labels as labels_lib  # noqa: E402
-from wavlm_jax.models import losses, params as params_lib, wavlm  # noqa: E402
+from wavlm_jax.models import config as config_lib, directory, losses, partitioning, wavlm  # noqa: E402
+from wavlm_jax.models import params as params_lib  # noqa: E402
+from wavlm_jax.training import checkpoint, flops, mesh as mesh_lib, metrics as metrics_lib, optim  # noqa: E402
 
 
 class NonFiniteError(RuntimeError):
@@ -71,37 +73,32 @@ def ensure_labels(cfg) -> str:
 # ================================================================================================
 # The train step
 # ================================================================================================
-def head_names(model_cfg) -> list[str]:
-  return [f"layer{l}" for l in model_cfg.predict_layers] if model_cfg.predict_layers else ["top"]
-
-
-def make_loss_fn(binder: params_lib.Binder, cfg, label_rate: float):
+def make_loss_fn(binder: params_lib.Binder, cfg, labels: labels_lib.LabelSpec):
   mcfg, lcfg = cfg.model, cfg.loss
-  names = head_names(mcfg)
 
   def loss_fn(params, batch, key):
     model = binder.model(params)
     out = model(batch["audio"], batch["padding_mask"], apply_mask=True, key=key, collect=bool(mcfg.predict_layers))
     logits = model.label_logits(out)
     t = out.last_hidden_state.shape[1]
-    targets = losses.frame_targets(batch["labels"], t, label_rate)
+    targets = losses.frame_targets(batch["labels"], t, labels.rate, audio.frame_rate(mcfg.conv_stride))
     valid = jnp.ones(targets.shape, bool) if out.frame_valid is None else out.frame_valid
     masked, unmasked = out.mask_time & valid, ~out.mask_time & valid
     total = lcfg.feature_pen_weight * out.features_pen
     aux = {"features_pen": out.features_pen}
-    for name, lg in zip(names, logits):
+    for name, lg in logits.items():
       ce_m, n_m, ok_m = losses.prediction_loss(lg, targets, masked)
       ce_u, n_u, ok_u = losses.prediction_loss(lg, targets, unmasked)
       loss_m, loss_u = ce_m / jnp.maximum(n_m, 1), ce_u / jnp.maximum(n_u, 1)
       total = total + lcfg.masked_weight * loss_m + lcfg.unmasked_weight * loss_u
       aux |= {f"loss_masked/{name}": loss_m, f"loss_unmasked/{name}": loss_u,
               f"acc_masked/{name}": ok_m / jnp.maximum(n_m, 1), f"acc_unmasked/{name}": ok_u / jnp.maximum(n_u, 1)}
-    last = names[-1]
+    last = list(logits)[-1]  # the top-most head reports the headline accuracies
     real = jnp.sum(~batch["padding_mask"])
     aux |= {"acc_masked": aux[f"acc_masked/{last}"], "acc_unmasked": aux[f"acc_unmasked/{last}"],
             "masked_frames": jnp.sum(masked & (targets >= 0)), "target_entropy": _entropy(targets, masked, mcfg),
             "masked_fraction": jnp.sum(masked) / jnp.maximum(jnp.sum(valid), 1),
-            "audio_seconds": real / SAMPLE_RATE,
+            "audio_seconds": real / audio.SAMPLE_RATE,
             "padding_share": jnp.sum(batch["padding_mask"]) / batch["padding_mask"].size}
     return total, aux
 
@@ -115,14 +112,14 @@ def _entropy(targets, select, mcfg):
   return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1)), 0))
 
 
-def make_train_step(binder, cfg, tx, schedule, label_rate, mesh, rules):
+def make_train_step(binder, cfg, tx, schedule, labels, mesh, rules):
   """The pure step (state, batch) -> (state, metrics). Non-finite loss or gradients skip the update."""
-  loss_fn = make_loss_fn(binder, cfg, label_rate)
+  loss_fn = make_loss_fn(binder, cfg, labels)
   base_key = jax.random.key(cfg.seed)
 
   def step(state, batch):
     key = jax.random.fold_in(base_key, state["step"])  # per-step randomness from (seed, step)
-    with sharding.use(mesh, rules):
+    with partitioning.use(mesh, rules):
       (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -159,15 +156,14 @@ def _opt_specs(opt_abstract, param_specs_flat):
 # Training
 # ================================================================================================
 BATCH_KEYS = ("audio", "padding_mask", "labels")
-SAMPLE_RATE = 16000
 
 
-def abstract_batch(rows: int, samples: int, label_rate: float, sharding) -> dict:
+def abstract_batch(rows: int, samples: int, labels: labels_lib.LabelSpec, sharding) -> dict:
   """The global batch of one bucket as ShapeDtypeStructs (to compile its step ahead of the loop)."""
-  labels = data.pipeline.label_count(samples, label_rate)
+  count = audio.label_count(samples, labels.rate)
   return {"audio": jax.ShapeDtypeStruct((rows, samples), jnp.float32, sharding=sharding),
           "padding_mask": jax.ShapeDtypeStruct((rows, samples), jnp.bool_, sharding=sharding),
-          "labels": jax.ShapeDtypeStruct((rows, labels), jnp.int32, sharding=sharding)}
+          "labels": jax.ShapeDtypeStruct((rows, count), jnp.int32, sharding=sharding)}
 
 
 class Averages:
@@ -212,27 +208,29 @@ class Run(NamedTuple):
   step: Callable  # jitted, state donated: (state, batch) -> (state, metrics)
 
 
-def build(cfg, mesh, rules, label_rate: float) -> Run:
+def build(cfg, mesh, rules, labels: labels_lib.LabelSpec) -> Run:
   """The sharded train state and the jitted step for `cfg` on `mesh`. Parameters and optimizer state
-  are created by a jitted init with out_shardings, never materialised on one device."""
-  binder = params_lib.Binder(wavlm.abstract(cfg.model))
+  are created by a jitted init with out_shardings, never materialised on one device. The model's
+  platform-dependent choices are resolved for the mesh's devices, not this host's."""
+  model_cfg = config_lib.for_platform(cfg.model, mesh_lib.platform(mesh))
+  binder = params_lib.Binder(wavlm.abstract(model_cfg))
   total_steps = cfg.total_steps
   schedule = optim.schedule(cfg.optim, total_steps)
   tx = optim.optimizer(cfg.optim, total_steps)
 
   def init_state():
-    params = binder.tree(wavlm.Model(cfg.model, rngs=nnx.Rngs(cfg.seed)))
+    params = binder.tree(wavlm.Model(model_cfg, rngs=nnx.Rngs(cfg.seed)))
     return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
             "bad_streak": jnp.zeros((), jnp.int32), "skipped": jnp.zeros((), jnp.int32)}
 
   abstract = jax.eval_shape(init_state)
-  param_specs = {k: sharding.spec_for(binder.logical_axes[k], binder.shapes[k], mesh, rules) for k in binder.keys}
+  param_specs = {k: partitioning.spec_for(binder.logical_axes[k], binder.shapes[k], mesh, rules) for k in binder.keys}
   specs = {"params": params_lib.nest(param_specs), "opt_state": _opt_specs(abstract["opt_state"], param_specs),
            "step": P(), "bad_streak": P(), "skipped": P()}
-  state_sharding = sharding.named(mesh, specs)
+  state_sharding = mesh_lib.named(mesh, specs)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
-  batch_sharding = NamedSharding(mesh, P(sharding.BATCH))
-  step_fn = make_train_step(binder, cfg, tx, schedule, label_rate, mesh, rules)
+  batch_sharding = NamedSharding(mesh, P(mesh_lib.BATCH))
+  step_fn = make_train_step(binder, cfg, tx, schedule, labels, mesh, rules)
   step = jax.jit(step_fn, in_shardings=(state_sharding, {k: batch_sharding for k in BATCH_KEYS}),
                  out_shardings=(state_sharding, None), donate_argnums=0)
   return Run(binder, schedule, abstract, state_sharding, jax.jit(init_state, out_shardings=state_sharding), step)
@@ -241,7 +239,7 @@ def build(cfg, mesh, rules, label_rate: float) -> Run:
 def train(cfg, workdir: str) -> dict:
   """Runs (or resumes) the configured training in `workdir`; returns the final summary."""
   # ---- Config --------------------------------------------------------------------------------
-  sharding.initialize_distributed(cfg.distributed)
+  cli.initialize_distributed(cfg.distributed)
   workdir = os.path.abspath(workdir)
   if jax.process_index() == 0:
     Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -249,9 +247,9 @@ def train(cfg, workdir: str) -> dict:
   total_steps = cfg.total_steps
 
   # ---- Mesh ----------------------------------------------------------------------------------
-  mesh = sharding.make_mesh(cfg.mesh)
-  rules = sharding.rules_for(cfg.sharding)
-  batch_sharding = NamedSharding(mesh, P(sharding.BATCH))
+  mesh = mesh_lib.make_mesh(cfg.mesh)
+  rules = mesh_lib.rules_for(cfg.sharding)
+  batch_sharding = NamedSharding(mesh, P(mesh_lib.BATCH))
   log(f"mesh {dict(mesh.shape)} over {jax.device_count()} devices ({jax.process_count()} processes), "
       f"sharding preset {cfg.sharding!r}")
 
@@ -264,18 +262,18 @@ def train(cfg, workdir: str) -> dict:
   data_cfg = cfg.data.copy_and_resolve_references()
   with data_cfg.unlocked():
     data_cfg.labels = labels_path
-  batch_devices = int(np.prod([mesh.shape[a] for a in sharding.BATCH]))
+  batch_devices = int(np.prod([mesh.shape[a] for a in mesh_lib.BATCH]))
   iterator = data.create_iterator(data_cfg, batch_multiple=batch_devices)
   if iterator.plan is not None:
     log(f"duration batching: {json.dumps(iterator.plan.stats())}")
 
   # ---- Model and optimizer, built sharded ------------------------------------------------------
-  run = build(cfg, mesh, rules, store.label_rate)
+  run = build(cfg, mesh, rules, store.spec)
 
   # ---- Restore ------------------------------------------------------------------------------
-  ckpt = checkpointing.TrainCheckpointer(Path(workdir) / "checkpoints", every=cfg.checkpoint.every_steps,
-                                         keep=cfg.checkpoint.keep, keep_period=cfg.checkpoint.keep_period,
-                                         asynchronous=cfg.checkpoint.asynchronous)
+  ckpt = checkpoint.TrainCheckpointer(Path(workdir) / "checkpoints", every=cfg.checkpoint.every_steps,
+                                      keep=cfg.checkpoint.keep, keep_period=cfg.checkpoint.keep_period,
+                                      asynchronous=cfg.checkpoint.asynchronous)
   latest = ckpt.latest_step()
   if latest is not None:
     state, data_state = ckpt.restore(latest, run.abstract_state)
@@ -293,28 +291,24 @@ def train(cfg, workdir: str) -> dict:
     return host, data.to_global({k: host[k] for k in BATCH_KEYS}, batch_sharding)
 
   # One compiled step per batch shape (bucket), all ahead of the loop; MFU from analytic model FLOPs
-  # (SPEC.md §16) per shape: XLA's cost analysis undercounts convolutions.
+  # (docs/sharding.md#compute-anchors) per shape: XLA's cost analysis undercounts convolutions.
   compiled, step_flops = {}, {}
   for rows, samples in iterator.shapes():
-    compiled[samples] = run.step.lower(run.abstract_state, abstract_batch(rows, samples, store.label_rate,
+    compiled[samples] = run.step.lower(run.abstract_state, abstract_batch(rows, samples, store.spec,
                                                                            batch_sharding)).compile()
-    seconds = samples / SAMPLE_RATE
-    step_flops[samples] = metrics_lib.model_flops_per_audio_second(cfg.model, seconds) * rows * seconds
+    seconds = samples / audio.SAMPLE_RATE
+    step_flops[samples] = flops.model_flops_per_audio_second(cfg.model, seconds) * rows * seconds
     log(f"step compiled for {rows} x {seconds:.2f} s: {step_flops[samples] / 1e9:.2f} model GFLOP per step "
-        f"(XLA cost analysis {metrics_lib.compiled_flops(compiled[samples]) / 1e9:.2f})")
-  peak = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
+        f"(XLA cost analysis {flops.compiled_flops(compiled[samples]) / 1e9:.2f})")
+  peak = flops.peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
   log(f"peak {peak / 1e12:.2f} TFLOP/s over all devices")
   host_batch, batch = next_batch()
 
   # ---- Loop ---------------------------------------------------------------------------------
-  writer = metrics_lib.Writer(workdir, enabled=jax.process_index() == 0)
-  progress = metrics_lib.Progress(total_steps, start_step)
+  reporter = Reporter(cfg, workdir, total_steps, start_step, peak)
   stop = {"signal": None}
   previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-  pending = None
-  averages = Averages((total_steps - start_step) // 10)  # first and last tenth of this run's steps
   step = start_step
-  last_time = time.perf_counter()
   status = "finished"
   try:
     while step < total_steps:
@@ -322,18 +316,13 @@ def train(cfg, workdir: str) -> dict:
       samples = batch["audio"].shape[1]
       state, step_metrics = compiled[samples](state, batch)
       step += 1
-      if pending is not None:  # fetch the previous step's metrics while this one runs
-        m = _report(pending, writer, progress, averages, cfg, peak)
-        if m["bad_streak"] >= cfg.nan_patience:
-          ckpt.wait()
-          raise NonFiniteError(
-              f"{cfg.nan_patience} non-finite steps in a row (loss or gradients), the last at step {pending[0]}; "
-              f"stopping. Non-finite updates were skipped, so the last good checkpoint is step "
-              f"{ckpt.latest_step()} in {workdir}/checkpoints.")
-      now = time.perf_counter()
-      pending = (step, step_metrics, now - last_time if step > start_step + 1 else 0.0, host_batch,
-                 step_flops[samples])
-      last_time = now
+      reported = reporter.add(step, step_metrics, host_batch, step_flops[samples])  # the previous step's
+      if reported is not None and reported[1]["bad_streak"] >= cfg.nan_patience:
+        ckpt.wait()
+        raise NonFiniteError(
+            f"{cfg.nan_patience} non-finite steps in a row (loss or gradients), the last at step {reported[0]}; "
+            f"stopping. Non-finite updates were skipped, so the last good checkpoint is step "
+            f"{ckpt.latest_step()} in {workdir}/checkpoints.")
       preempted = _preempted(stop, step, cfg.checkpoint.preemption_check_every, total_steps)
       if step % cfg.checkpoint.every_steps == 0 or preempted or step == total_steps:
         ckpt.save(step, state, data_state, cfg.to_dict(), force=True)
@@ -344,18 +333,17 @@ def train(cfg, workdir: str) -> dict:
         break
       if step < total_steps:
         host_batch, batch = next_batch()
-    if pending is not None:
-      _report(pending, writer, progress, averages, cfg, peak, force=True)
+    reporter.flush()
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
     ckpt.close()
-    writer.close()
+    reporter.close()
 
   # ---- Finish -------------------------------------------------------------------------------
   summary = {"status": status, "step": step, "workdir": workdir, "label_rate": store.label_rate,
              "num_label_classes": cfg.model.num_label_classes,
              "chance_accuracy": 1.0 / max(store.num_classes, 1)}
-  summary |= averages.summary()  # means over the first and last tenth of this run's steps
+  summary |= reporter.averages.summary()  # means over the first and last tenth of this run's steps
   if status == "finished":  # the model directory for load_encoder, the tokenizer and conversion
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
@@ -363,7 +351,7 @@ def train(cfg, workdir: str) -> dict:
     else:
       params = jax.device_get(state["params"])
     if jax.process_index() == 0:
-      checkpointing.save_model(Path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
+      directory.save_model(Path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
     summary["model"] = str(Path(workdir) / "model")
   if jax.process_index() == 0:
     (Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -383,26 +371,57 @@ def _preempted(stop, step: int, every: int, total_steps: int) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array([local]))))
 
 
-def _report(pending, writer, progress, averages, cfg, peak, force=False):
-  step, device_metrics, seconds, host_batch, step_flops = pending
-  m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-  if seconds > 0:  # the first step has no previous dispatch to time against
-    m["steps_per_second"] = 1.0 / seconds
-    m["audio_seconds_per_second"] = m["audio_seconds"] / seconds  # real audio only, never padding
-    m["mfu"] = step_flops / seconds / peak if peak > 0 else 0.0
-  averages.add(m)
-  if step % cfg.log_every == 0 or force or step == 1:
-    writer.scalars(step, m)
-    log(progress.line(step, m))
-  if cfg.audio_every and step % cfg.audio_every == 0 and host_batch.get("mixed") is not None:
-    mixed = np.flatnonzero(host_batch["mixed"])[:2]
-    writer.audio(step, {f"mixed_input/{i}": host_batch["audio"][r] for i, r in enumerate(mixed)})
-  return m
+class Reporter:
+  """A step's metrics, fetched one step late (the device runs the next step meanwhile): TensorBoard and
+  metrics.jsonl every `log_every` steps, the console line, mixed-input audio, per-step throughput and
+  MFU, and the first/last-tenth averages of the summary. A step's time runs from the previous step's
+  metrics to its own: with the next step always queued, the device ran this step in between; its FLOPs
+  and audio are its own bucket's."""
+
+  def __init__(self, cfg, workdir: str, total_steps: int, start_step: int, peak: float):
+    self.cfg, self.peak = cfg, peak
+    self.writer = metrics_lib.Writer(workdir, enabled=jax.process_index() == 0)
+    self.progress = metrics_lib.Progress(total_steps, start_step)
+    self.averages = Averages((total_steps - start_step) // 10)
+    self._pending, self._done = None, None
+
+  def add(self, step: int, device_metrics: dict, host_batch: dict, step_flops: float):
+    """Queues this step; logs the previous one and returns (its step, its metrics), or None."""
+    previous, self._pending = self._pending, (step, device_metrics, host_batch, step_flops)
+    return self._log(*previous) if previous is not None else None
+
+  def flush(self):
+    """Logs the last queued step (at the end of the run or before stopping)."""
+    if self._pending is not None:
+      self._log(*self._pending, force=True)
+      self._pending = None
+
+  def close(self) -> None:
+    self.writer.close()
+
+  def _log(self, step, device_metrics, host_batch, step_flops, force=False):
+    m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    done, previous = time.perf_counter(), self._done
+    self._done = done
+    if previous is not None:  # the first step has no previous one to time against
+      seconds = done - previous
+      m["steps_per_second"] = 1.0 / seconds
+      m["audio_seconds_per_second"] = m["audio_seconds"] / seconds  # real audio only, never padding
+      m["mfu"] = step_flops / seconds / self.peak if self.peak > 0 else 0.0
+    self.averages.add(m)
+    cfg = self.cfg
+    if step % cfg.log_every == 0 or force or step == 1:
+      self.writer.scalars(step, m)
+      log(self.progress.line(step, m))
+    if cfg.audio_every and step % cfg.audio_every == 0 and host_batch.get("mixed") is not None:
+      mixed = np.flatnonzero(host_batch["mixed"])[:2]
+      self.writer.audio(step, {f"mixed_input/{i}": host_batch["audio"][r] for i, r in enumerate(mixed)})
+    return step, m
 
 
 def _warm_start(state, cfg, state_sharding):
   """Parameters from a model directory (e.g. a converted released WavLM); heads it lacks stay fresh."""
-  flat = checkpointing.load_flat_params(cfg.init_from, cfg.model)
+  flat = directory.load_flat_params(cfg.init_from, cfg.model)
   current = params_lib.flatten(state["params"])
   taken, fresh = [], []
   for key, value in current.items():
@@ -432,8 +451,6 @@ def main(argv):
 if __name__ == "__main__":
   from absl import flags
   from ml_collections import config_flags
-
-  from wavlm_jax import cli
 
   config_flags.DEFINE_config_file("config", None, "run recipe (configs/*.py)", lock_config=True)
   flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard logs and metrics.jsonl go here")

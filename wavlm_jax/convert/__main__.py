@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wavlm_jax import checkpointing
+from wavlm_jax.models import directory
 from wavlm_jax.convert import formats, torch_io
 
 READERS = {"hf": formats.read_hf, "unilm": formats.read_unilm, "fairseq": formats.read_fairseq}
@@ -60,10 +60,10 @@ def main(argv=None) -> int:
       config.unlock()
       config.scan_layers = args.scan_layers == "true"
       config.lock()
-      checkpointing.save_model(dst, flat, config, overwrite=args.overwrite)
+      directory.save_model(dst, flat, config, overwrite=args.overwrite)
     else:
-      config = checkpointing.load_config(args.src)
-      flat = checkpointing.load_flat_params(args.src)
+      config = directory.load_config(args.src)
+      flat = directory.load_flat_params(args.src)
       if args.dst_format == "hf":
         # Written beside the destination, then moved into place whole.
         dst.parent.mkdir(parents=True, exist_ok=True)

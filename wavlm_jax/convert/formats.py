@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from wavlm_jax.audio import SAMPLE_RATE
 from wavlm_jax.convert import mapping, torch_io
 from wavlm_jax.models import config as config_lib
 from wavlm_jax.models.heads import LABEL_OFFSET
@@ -169,7 +170,7 @@ def write_hf(flat: Mapping[str, np.ndarray], config, directory: str | os.PathLik
   hf_config.to_json_file(str(directory / "config.json"))
   save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
   (directory / "preprocessor_config.json").write_text(json.dumps({
-      "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
+      "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": SAMPLE_RATE,
       "padding_value": 0.0, "padding_side": "right", "do_normalize": bool(config.normalize_waveform),
       "return_attention_mask": config.extractor_mode == "layer_norm"}, indent=2))
 

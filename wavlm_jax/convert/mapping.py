@@ -108,7 +108,7 @@ def table(config) -> list[Row]:
       add(f"{ours}/feed_forward/{dense}/bias", f"{hf}.feed_forward.{dense}.bias", f"{orig}.{orig_dense}.bias")
 
   if config.num_label_classes > 0 and config.predict_layers:
-    # ILS-SSL with separate label embeddings (SPEC.md §8.1): final_proj and post_layer_norm are
+    # ILS-SSL with separate label embeddings (docs/objectives.md#ils-ssl): final_proj and post_layer_norm are
     # nn.Sequential, one entry per predicted layer; the label tables are one stacked tensor.
     for k in range(len(config.predict_layers)):
       head = f"ils_heads/{k}"

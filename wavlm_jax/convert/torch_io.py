@@ -172,6 +172,8 @@ def load_torch_file(path: str | os.PathLike) -> Any:
       raise
     except pickle.UnpicklingError as e:
       raise UnsafeCheckpointError(f"{path}: cannot be unpickled safely: {e}") from None
+    except (EOFError, RuntimeError, ValueError) as e:  # truncated or not a torch file; torch's message has no path
+      raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 
 def to_plain(obj: Any) -> Any:

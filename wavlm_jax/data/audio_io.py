@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from wavlm_jax.audio import SAMPLE_RATE, to_int16
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".m4a")
 _LIBROSA_ONLY = (".mp3", ".opus", ".m4a")  # formats an older libsndfile may not decode
 
@@ -46,7 +46,7 @@ def read_audio(path: str | os.PathLike, *, min_seconds: float = 0.0) -> np.ndarr
     mono = soxr.resample(mono, rate, SAMPLE_RATE)
   if len(mono) < min_seconds * SAMPLE_RATE:
     raise BadAudio(f"too short ({len(mono) / SAMPLE_RATE:.2f} s < {min_seconds} s)")
-  return np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16)
+  return to_int16(mono)
 
 
 @dataclasses.dataclass

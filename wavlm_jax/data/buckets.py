@@ -8,24 +8,29 @@ fixed set (the buckets), so only a handful of shapes ever exist and each compile
   - every utterance of at least the smallest bucket goes to the largest bucket not longer than it, and
     is randomly cropped to that length (utterances longer than the largest bucket, to the largest); a
     bucket too small to fill one batch passes its utterances down to the next shorter bucket;
-  - a bucket of L seconds has `rows(L)` utterances per global batch, so that rows x L stays near the
-    configured audio per step (`batch_size x crop_seconds`), rounded down to a multiple of
-    `batch_multiple` (hosts x data-parallel devices), at least one multiple;
+  - the longest bucket has `batch_size` rows (rounded up to a multiple of `batch_multiple`: the
+    data-parallel devices, and the hosts); a shorter bucket of L seconds has as many rows as keep
+    rows x L within that audio per step, a multiple of `batch_multiple`, at least one multiple;
   - each epoch (seeded by (seed, epoch)) shuffles every bucket, cuts it into full batches (the last,
     partial batch of a bucket waits for the next epoch's shuffle), and shuffles the order of all batches;
   - bucket lengths, unless given, are chosen from the corpus' own length histogram to lose the least
     audio to cropping (an exact dynamic programme over 20 ms steps).
 
-Everything is a pure function of (lengths, config, epoch), so every host computes the same plan and a
-multi-host run reads exactly the single-host batches, split by rows.
+Everything is a pure function of (lengths, config, batch_multiple, epoch), so every host computes the
+same plan, and a run over the same number of data-parallel devices reads the same global batches
+whatever the number of hosts, each host its own rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import threading
 
 import numpy as np
+
+from wavlm_jax.audio import SAMPLE_RATE
 
 FRAME = 320  # samples per encoder frame at 16 kHz (the conv frontend's total stride): bucket granularity
 
@@ -41,7 +46,8 @@ def choose_lengths(lengths: np.ndarray, num_buckets: int, min_samples: int, max_
   cropped away from `lengths` (each utterance cropped to the largest length not above it)."""
   lo, hi = -(-min_samples // FRAME), max_samples // FRAME  # in frames; the smallest rounds up
   if hi < lo:
-    raise ValueError(f"crop length {max_samples} samples is shorter than the minimum {min_samples}")
+    raise ValueError(f"data.crop_seconds ({max_samples / SAMPLE_RATE:g} s) is shorter than data.min_seconds "
+                     f"({min_samples / SAMPLE_RATE:g} s)")
   if num_buckets <= 1 or hi == lo:
     return [hi * FRAME]
   frames = np.minimum(np.asarray(lengths) // FRAME, hi)
@@ -106,19 +112,30 @@ class Plan:
     self.batches_per_epoch = sum(len(m) // b.rows for m, b in zip(self.members, self.buckets))
     self.dropped = int(np.sum(~eligible))
     if self.batches_per_epoch == 0:
-      described = ", ".join(f"{b.samples / 16000:.2f} s: {len(m)} utterances for {b.rows} rows"
+      described = ", ".join(f"{b.samples / SAMPLE_RATE:.2f} s: {len(m)} utterances for {b.rows} rows"
                             for b, m in zip(self.buckets, self.members))
       raise ValueError(f"no bucket fills one global batch ({described}); {self.dropped} of {len(self.lengths)} "
                        "utterances are shorter than data.min_seconds or the smallest bucket. Lower data.batch_size, "
                        "data.num_buckets or data.min_seconds, or use more data")
-    self._epoch, self._batches = -1, []
+    self._epochs: dict[int, list] = {}  # the two most recent epochs' plans (Grain reads from threads)
+    self._lock = threading.Lock()
 
   def batch(self, index: int) -> tuple[Bucket, np.ndarray]:
-    """(bucket, source indices of its rows) of global batch `index`."""
+    """(bucket, source indices of its rows) of global batch `index`; safe to call from several threads."""
     epoch, j = divmod(index, self.batches_per_epoch)
-    if epoch != self._epoch:
-      self._batches, self._epoch = self._plan_epoch(epoch), epoch
-    return self._batches[j]
+    with self._lock:
+      batches = self._epochs.get(epoch)
+      if batches is None:
+        batches = self._epochs[epoch] = self._plan_epoch(epoch)
+        for old in sorted(self._epochs)[:-2]:
+          del self._epochs[old]
+    return batches[j]
+
+  def fingerprint(self) -> dict:
+    """What a saved batch index means: restoring it under another plan would read other batches."""
+    digest = hashlib.sha256(self.lengths.tobytes()).hexdigest()[:16]
+    return {"buckets": [[b.samples, b.rows] for b in self.buckets], "seed": self.seed,
+            "batches_per_epoch": self.batches_per_epoch, "lengths_sha256": digest}
 
   def _plan_epoch(self, epoch: int) -> list[tuple[Bucket, np.ndarray]]:
     rng = np.random.default_rng([self.seed, epoch, 0xB0C])
@@ -134,24 +151,29 @@ class Plan:
     batches never see: cropped away, or in a bucket too small to fill one batch."""
     usable = int(np.sum(self.lengths[self.lengths >= self._min_samples]))
     seen = sum(b.samples * len(m) for b, m in zip(self.buckets, self.members) if len(m) >= b.rows)
-    return {"buckets_seconds": [b.samples / 16000 for b in self.buckets], "rows": [b.rows for b in self.buckets],
+    return {"buckets_seconds": [b.samples / SAMPLE_RATE for b in self.buckets], "rows": [b.rows for b in self.buckets],
             "utterances": [len(m) for m in self.members], "dropped_short": self.dropped,
             "batches_per_epoch": self.batches_per_epoch, "cropped_share": 1.0 - seen / max(usable, 1)}
 
 
-def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = 16000) -> Plan:
+def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = SAMPLE_RATE) -> Plan:
   """The plan for a `data` config block (crop_seconds, min_seconds, batch_size, num_buckets or
   bucket_seconds, seed) over the split's utterance lengths (samples)."""
   crop = int(round(cfg.crop_seconds * sample_rate))
   min_samples = int(round(cfg.min_seconds * sample_rate))
   if cfg.bucket_seconds:
     samples = sorted({int(round(s * sample_rate)) // FRAME * FRAME for s in cfg.bucket_seconds})
+    if samples[0] < FRAME:
+      raise ValueError(f"data.bucket_seconds {tuple(cfg.bucket_seconds)}: every length must be at least 0.02 s")
     if samples[-1] > crop:
       raise ValueError(f"data.bucket_seconds {tuple(cfg.bucket_seconds)} has a length above data.crop_seconds="
                        f"{cfg.crop_seconds}")
   else:
     samples = choose_lengths(lengths, cfg.num_buckets, max(min_samples, FRAME), crop)
-  rows = bucket_rows(samples, cfg.batch_size * crop, batch_multiple)
+  # The longest bucket has batch_size rows (rounded up to the multiple, as ahead-of-time planning does);
+  # shorter buckets carry at most that much audio in more rows.
+  top = -(-cfg.batch_size // batch_multiple) * batch_multiple
+  rows = bucket_rows(samples, top * samples[-1], batch_multiple)
   return Plan(lengths, [Bucket(s, r) for s, r in zip(samples, rows)], seed=cfg.seed, min_samples=min_samples)
 
 

@@ -1,5 +1,5 @@
 """eSpeak NG through ctypes (the library and data bundled by `espeakng-loader`): offline speech with
-phone timings, the embedded corpus of this project (SPEC.md §15).
+phone timings, the embedded corpus of this project (docs/data.md#embedded-espeak-corpus).
 
 The audio is formant-synthesised: absolute metrics on it mean little, trends and invariants do.
 """
@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from wavlm_jax.audio import SAMPLE_RATE, to_float, to_int16
 SILENCE = "sil"
 _PHONEME_EVENT, _LIST_TERMINATED = 7, 0
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -112,8 +112,7 @@ class Espeak:
 
     self._session(speak)
     native = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-    audio = soxr.resample(native.astype(np.float32) / 32768.0, self.native_rate, SAMPLE_RATE)
-    audio = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+    audio = to_int16(soxr.resample(to_float(native), self.native_rate, SAMPLE_RATE))
     phones = [(sample / self.native_rate, name.translate(_STRESS) or SILENCE) for sample, name in events]
     return Utterance(audio, phones)
 

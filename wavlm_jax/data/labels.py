@@ -10,6 +10,7 @@ by id and checks every label sequence against its audio (fairseq's tolerance: 0.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,14 +20,23 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from wavlm_jax.audio import SAMPLE_RATE
+
 LENGTH_TOLERANCE_SECONDS = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+  """What a step needs to know of its labels: their rate (50 or 100 Hz) and how many classes there are."""
+  rate: float
+  num_classes: int
 
 
 class LabelLengthError(ValueError):
   """Labels and audio of an utterance disagree in duration at the store's label rate."""
 
 
-def check_length(uid: str, num_labels: int, num_samples: int, label_rate: float, sample_rate: int = 16000,
+def check_length(uid: str, num_labels: int, num_samples: int, label_rate: float, sample_rate: int = SAMPLE_RATE,
                  tolerance: float = LENGTH_TOLERANCE_SECONDS) -> None:
   labels_seconds, audio_seconds = num_labels / label_rate, num_samples / sample_rate
   if abs(labels_seconds - audio_seconds) > tolerance:
@@ -99,6 +109,10 @@ class LabelStore:
     self.provenance = meta.get("provenance", {})
     self._row = {uid: i for i, uid in enumerate(json.loads((self.directory / "index.json").read_text())["ids"])}
     self._reader = None
+
+  @property
+  def spec(self) -> LabelSpec:
+    return LabelSpec(self.label_rate, self.num_classes)
 
   def __getstate__(self):  # picklable for Grain worker processes: reopen lazily
     return {**self.__dict__, "_reader": None}

@@ -1,4 +1,5 @@
-"""WavLM's denoising augmentation: utterance mixing and noise mixing of a cropped batch (SPEC.md §7.5).
+"""WavLM's denoising augmentation: utterance mixing and noise mixing of a cropped batch
+(docs/objectives.md#utterance-mixing).
 
 With probability `mix_prob` a row gets a secondary signal added on a segment of at most `max_fraction`
 of its valid length: with probability `noise_prob` a noise clip at an SNR from U(noise_snr), otherwise a

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from wavlm_jax.audio import SAMPLE_RATE, to_float
 from wavlm_jax.data import espeak, text
 
-SAMPLE_RATE = 16000
 KINDS = ("white", "pink", "brown", "babble")
 
 
@@ -57,7 +57,7 @@ def load_noise_dataset(name: str, data_dir: str | None, split: str = "train", ma
   source = tfds.data_source(name, split=split, data_dir=data_dir)
   clips, total = [], 0
   for i in range(len(source)):
-    audio = np.asarray(source[i]["audio"], np.float32) / 32768.0
+    audio = to_float(source[i]["audio"])
     clips.append(audio)
     total += len(audio)
     if total >= max_seconds * SAMPLE_RATE:

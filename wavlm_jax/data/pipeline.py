@@ -14,8 +14,9 @@ at least `min_seconds` is cropped to `crop_seconds` or zero-padded to it, `paddi
     source -> drop too-short utterances -> global shuffle (new order every epoch) -> repeat
            -> decode, random crop or pad, join labels -> this host's rows of each global batch -> batch -> mix
 
-Every host reads only its own rows, and a multi-host run sees the same global batches as a single-host
-run (too-short utterances are dropped before the rows are split among hosts). The iterator state
+Every host reads only its own rows, and a run sees the same global batches (before mixing, whose
+partners come from each host's own rows) whatever the number of hosts, for the same number of
+data-parallel devices (too-short utterances are dropped before the rows are split among hosts). The iterator state
 (Grain's) is small JSON; restoring it yields exactly the next batch.
 """
 
@@ -23,54 +24,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+import uuid
 
 import grain
-import ml_collections
 import numpy as np
 
 from wavlm_jax.data import buckets as buckets_lib, labels as labels_lib, mixing, noise as noise_lib, paths
-from wavlm_jax.models.frontend import normalize_waveform
+from wavlm_jax.audio import SAMPLE_RATE, label_count, label_start, normalize_waveform, to_float
 
-SAMPLE_RATE = 16000
-
-
-def data_config(**overrides: Any) -> ml_collections.ConfigDict:
-  """The `data` block of a run config (locked)."""
-  c = ml_collections.ConfigDict()
-  c.dataset = "espeak_speech/tiny"  # a TFDS name: our builders or a catalog dataset prepared by the user
-  c.data_dir = ""  # "" = $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (data/paths.py)
-  c.split = "train"
-  c.prepare = True  # build the embedded eSpeak corpus if absent
-  c.audio_key = "audio"  # feature names (catalog datasets differ: librispeech uses "speech")
-  c.id_key = "id"
-  c.batching = "duration"  # "duration": buckets, no padding (pretraining); "fixed": crop or pad to crop_seconds
-  c.crop_seconds = 4.0  # the longest crop (fairseq's max_sample_size)
-  c.min_seconds = 2.0  # shorter utterances are never used
-  c.batch_size = 8  # global rows at crop_seconds; duration batching keeps batch_size x crop_seconds of audio
-  c.num_buckets = 8  # duration batching: crop lengths chosen from the corpus' length histogram
-  c.bucket_seconds = ()  # or these crop lengths (seconds), instead of choosing
-  c.normalize = False  # per-utterance waveform normalisation (after mixing)
-  c.seed = 0
-  c.labels = ""  # a label store directory ("" = no labels)
-  # WavLM denoising (SPEC.md §7.5).
-  c.mix_prob = 0.0
-  c.noise_prob = 0.0
-  c.noise = "synthetic"  # "synthetic" or a prepared noise dataset name, e.g. "noise_dir/musan"
-  c.noise_seconds = 600.0  # at most this much noise audio is held in memory
-  c.max_mix_fraction = 0.5
-  c.utterance_snr = (-5.0, 5.0)
-  c.noise_snr = (-5.0, 20.0)
-  c.reference_mixing = False
-  # Throughput.
-  c.num_threads = 4
-  c.prefetch = 4
-  for key, value in overrides.items():
-    if key not in c:
-      raise KeyError(f"unknown data config field {key!r}")
-    c[key] = value
-  c.lock()
-  return c
 
 
 def _data_dir(cfg) -> str:
@@ -88,7 +49,10 @@ def length_index(source, cfg) -> np.ndarray:
   if info is not None and getattr(info, "data_dir", None):
     cache = os.path.join(info.data_dir, f"lengths-{source.split}-{cfg.audio_key}.npy")
     if os.path.isfile(cache):
-      lengths = np.load(cache)
+      try:
+        lengths = np.load(cache)
+      except (OSError, ValueError):  # a truncated or foreign file: index again and replace it
+        lengths = np.zeros(0)
       if len(lengths) == len(source):
         return lengths
   n = len(source)
@@ -97,7 +61,7 @@ def length_index(source, cfg) -> np.ndarray:
   with concurrent.futures.ThreadPoolExecutor(max(1, cfg.num_threads)) as pool:
     lengths = np.array([x for part in pool.map(read, chunks) for x in part], np.int64)
   if cache is not None:
-    tmp = f"{cache}.{os.getpid()}.tmp.npy"
+    tmp = f"{cache}.{uuid.uuid4().hex}.tmp.npy"  # hosts on a shared file system may share a pid
     try:
       np.save(tmp, lengths)
       os.replace(tmp, cache)
@@ -122,11 +86,6 @@ def open_source(cfg):
                             "prepare it with wavlm_jax.data.builders.prepare or prepare_folder") from None
 
 
-def label_count(samples: int, rate: float) -> int:
-  """Labels that go with a crop of `samples` at `rate` Hz."""
-  return int(round(samples * rate / SAMPLE_RATE))
-
-
 class _Example:
   """Per-example work: decode, crop or pad to `crop` samples, join labels. Picklable."""
 
@@ -141,8 +100,7 @@ class _Example:
     uid = example[self.id_key]
     uid = uid.decode() if isinstance(uid, bytes) else str(uid)
     n = len(audio)
-    if np.issubdtype(audio.dtype, np.integer):
-      audio = audio.astype(np.float32) / 32768.0
+    audio = to_float(audio)
     start = int(rng.integers(0, n - crop + 1)) if n > crop else 0
     piece = audio[start:start + crop].astype(np.float32)
     out = {"audio": np.zeros(crop, np.float32), "padding_mask": np.ones(crop, bool), "id": uid}
@@ -156,7 +114,7 @@ class _Example:
     rate = self.store.label_rate
     full = self.store[uid]
     labels_lib.check_length(uid, len(full), num_samples, rate)
-    first = int(round(start * rate / SAMPLE_RATE))
+    first = label_start(start, rate)
     count = label_count(crop, rate)
     out = np.full(count, -1, np.int32)
     piece = full[first:first + count]
@@ -318,11 +276,30 @@ class HostIterator:
   def __next__(self) -> dict:
     return next(self._iter)
 
+  def _fingerprint(self) -> dict:
+    if self.plan is None:
+      return {"batching": "fixed", "batch_size": self.config.batch_size, "processes": self.process_count}
+    return {"batching": "duration", **self.plan.fingerprint()}
+
   def get_state(self) -> dict:
-    return json.loads(json.dumps(self._iter.get_state(), default=int))
+    """Grain's position plus what it means (the batching and, for duration batching, the plan)."""
+    return json.loads(json.dumps({"grain": self._iter.get_state(), "batching": self._fingerprint()}, default=int))
 
   def set_state(self, state: dict) -> None:
-    self._iter.set_state(state)
+    """Resumes at `state`; a position saved under other batching (another plan: other buckets, rows,
+    data-parallel size or data) is refused, since it would silently read other batches."""
+    if "grain" not in state:  # saved before duration batching existed: a fixed-batching position
+      saved = {"batching": "fixed (saved by an earlier version)"}
+      grain_state = state
+    else:
+      saved, grain_state = state["batching"], state["grain"]
+    if saved != self._fingerprint():
+      raise ValueError(
+          f"the checkpoint's data position was saved under other batching than this run's, so it would read "
+          f"other batches: saved {json.dumps(saved)}, now {json.dumps(self._fingerprint())}. Resume with the "
+          "same data config, data-parallel size and dataset (data.batching, batch_size, crop_seconds, "
+          "min_seconds, num_buckets/bucket_seconds, seed), or start a new workdir")
+    self._iter.set_state(grain_state)
 
 
 def create_iterator(cfg, **kwargs) -> HostIterator:

@@ -45,6 +45,10 @@ def main(argv=None) -> int:
   else:
     if args.path:
       p.error(f"{args.kind} is a registered dataset and takes no folder")
+    ignored = [f for f, v, d in (("--name", args.name, "default"), ("--min-seconds", args.min_seconds, 0.5),
+                                 ("--validation-fraction", args.validation_fraction, 0.0)) if v != d]
+    if ignored:
+      p.error(f"{', '.join(ignored)}: for folder datasets only; {args.kind} has its own splits")
     builder = builders.prepare(args.kind, data_dir)
     name = args.kind
   splits = {k: v.num_examples for k, v in builder.info.splits.items()}

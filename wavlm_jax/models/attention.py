@@ -1,4 +1,4 @@
-"""Multi-head self-attention with WavLM's gated relative position bias (SPEC.md §6.3).
+"""Multi-head self-attention with WavLM's gated relative position bias (docs/model.md#gate).
 
 relative_position = "gated": bias = (2 - a + a*b*w_h) * D, the gates a, b computed per head and query
 from the attention *input* split into heads; "bucket": bias = D (ILS-SSL); "none": no bias (HuBERT).
@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wavlm_jax import sharding
-from wavlm_jax.models import layers
+from wavlm_jax.models import layers, partitioning
 from wavlm_jax.models.config import head_dim
 
 
@@ -53,7 +52,7 @@ class SelfAttention(nnx.Module):
     k = self.k_proj(x).reshape(b, t, h, -1)
     v = self.v_proj(x).reshape(b, t, h, -1)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    logits = sharding.constrain(logits, ("batch", "act_heads", "frames", None))
+    logits = partitioning.constrain(logits, ("batch", "act_heads", "frames", None))
     if position_bias is not None:
       if self.gated:
         logits = logits + self.gate(x)[..., None] * position_bias[None]

@@ -1,6 +1,6 @@
 """Model configuration: one locked ConfigDict with every architectural switch, and the model cards.
 
-Field names follow the fairseq/unilm vocabulary where one exists (SPEC.md §1); the converters translate
+Field names follow the fairseq/unilm vocabulary where one exists (docs/model.md#model-cards); the converters translate
 to and from transformers' names. A config is locked, so a typo in an override is an error.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-# The 7-block waveform frontend shared by every released model (SPEC.md §2.1).
+# The 7-block waveform frontend shared by every released model (docs/model.md#layer-spec).
 CONV_DIM = (512,) * 7
 CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
 CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
@@ -42,17 +42,18 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.conv_pos = 128
   c.conv_pos_groups = 16
   c.conv_pos_impl = "auto"  # "conv" (XLA grouped conv), "matmul" (per-group matmul over taps; ~6x faster
-  # on CPU), "auto" (matmul when the step runs on CPU devices, conv on TPU/GPU, also when compiled ahead of time)
+  # on CPU), "auto" (matmul for CPU devices, conv for TPU/GPU: `for_platform` resolves it for the devices a
+  # step is built for, also ahead of time; unresolved, for this host's backend)
   c.relative_position = "gated"  # "none" (HuBERT), "bucket" (ILS-SSL), "gated" (WavLM).
   c.num_buckets = 320
   c.max_distance = 800
-  # Regularisation (pre-training values of the Base models, SPEC.md §9).
+  # Regularisation (pre-training values of the Base models, docs/objectives.md#hyper-parameters).
   c.dropout = 0.1
   c.attention_dropout = 0.1
   c.activation_dropout = 0.0
   c.dropout_input = 0.1
   c.layerdrop = 0.05
-  # Span masking (SPEC.md §3.2-3.3).
+  # Span masking (docs/model.md#masking).
   c.mask_prob = 0.8
   c.mask_length = 10
   c.mask_min_masks = 2
@@ -105,6 +106,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
     bad("dtype", "must be float32, bfloat16 or float16")
 
 
+def conv_pos_impl_for(platform: str) -> str:
+  """The positional convolution's form for a platform: XLA:CPU runs grouped convolutions far below its
+  matmul speed, TPUs and GPUs run them natively."""
+  return "matmul" if platform == "cpu" else "conv"
+
+
+def for_platform(c: ml_collections.ConfigDict, platform: str) -> ml_collections.ConfigDict:
+  """The config with its platform-dependent choices ("auto") resolved for `platform`: that of the devices
+  a step is built for, which for an ahead-of-time TPU compile on a CPU host is "tpu", not the host's."""
+  if c.conv_pos_impl != "auto":
+    return c
+  out = c.copy_and_resolve_references()
+  with out.unlocked():
+    out.conv_pos_impl = conv_pos_impl_for(platform)
+  return out
+
+
 def head_dim(c) -> int:
   return c.embed_dim // c.num_heads
 
@@ -118,7 +136,7 @@ def conv_output_length(num_samples, c):
 
 
 # ----------------------------------------------------------------------------------------------
-# Model cards (SPEC.md §1). Encoder-only parameter counts are asserted in tests/test_config.py.
+# Model cards (docs/model.md#model-cards). Encoder-only parameter counts are asserted in tests/test_config.py.
 # ----------------------------------------------------------------------------------------------
 _LARGE = dict(embed_dim=1024, ffn_dim=4096, num_heads=16, num_layers=24, extractor_mode="layer_norm",
               layer_norm_first=True, normalize_waveform=True, final_dim=768, feature_grad_mult=1.0,

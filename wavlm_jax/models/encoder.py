@@ -1,6 +1,6 @@
 """The Transformer encoder: convolutional positional embedding, post-LN or pre-LN layers with
 (gated) relative position bias, LayerDrop, and a layer stack that runs scanned or as a loop
-(SPEC.md §5)."""
+(docs/model.md#transformer-encoder)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wavlm_jax import sharding
-from wavlm_jax.models import layers
+from wavlm_jax.models import layers, partitioning
 from wavlm_jax.models.attention import SelfAttention
 from wavlm_jax.models.position import PositionalConvEmbedding, relative_position_bias
 
@@ -32,7 +31,7 @@ class FeedForward(nnx.Module):
     self.rate = config.activation_dropout
 
   def __call__(self, x, key=None):
-    h = sharding.constrain(layers.gelu(self.intermediate_dense(x)), ("batch", "frames", "act_mlp"))
+    h = partitioning.constrain(layers.gelu(self.intermediate_dense(x)), ("batch", "frames", "act_mlp"))
     return self.output_dense(layers.dropout(h, self.rate, key))
 
 
@@ -61,7 +60,7 @@ class EncoderLayer(nnx.Module):
     return self.final_layer_norm(x + layers.dropout(h, self.rate, k(_RESID2)))
 
   def __call__(self, x, position_bias, key_valid, key=None):
-    return sharding.constrain(self._forward(x, position_bias, key_valid, key), _RESIDUAL)
+    return partitioning.constrain(self._forward(x, position_bias, key_valid, key), _RESIDUAL)
 
 
 def _stacked_layers(config, rngs: nnx.Rngs) -> EncoderLayer:
@@ -121,7 +120,7 @@ class TransformerEncoder(nnx.Module):
     c = self.config
     if frame_valid is not None:
       x = jnp.where(frame_valid[..., None], x, 0)
-    x = sharding.constrain(x, _RESIDUAL)
+    x = partitioning.constrain(x, _RESIDUAL)
     x = x + self.pos_conv_embed(x)
     if not c.layer_norm_first:
       x = self.layer_norm(x)

@@ -1,5 +1,5 @@
 """The waveform frontend: the 7-block convolutional feature encoder and the feature projection
-(SPEC.md §2, §3.1)."""
+(docs/model.md#convolutional-frontend)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wavlm_jax import sharding
-from wavlm_jax.models import layers
+from wavlm_jax.models import layers, partitioning
 from wavlm_jax.models.config import conv_output_length
 
 _kaiming_normal = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
@@ -72,14 +71,14 @@ class FeatureExtractor(nnx.Module):
     """padding_mask (B, N), True = padding: if given, GroupNorm statistics cover valid frames only, so
     the valid frames equal those of the unpadded utterance. (transformers and fairseq include padding in
     the statistics; pass None for parity with them.)"""
-    x = waveforms[..., None].astype(layers.compute_dtype(self.dtype))
+    x = waveforms[..., None].astype(jnp.dtype(self.dtype))
     num_valid = None if padding_mask is None else jnp.sum(~padding_mask, axis=-1)
     for block in self.conv_layers:
       valid = None
       if num_valid is not None:
         num_valid = (num_valid - block.conv.kernel.shape[0]) // block.conv.stride + 1
         valid = jnp.arange((x.shape[1] - block.conv.kernel.shape[0]) // block.conv.stride + 1)[None] < num_valid[:, None]
-      x = sharding.constrain(block(x, valid), ("batch", "frames", "act_channels"))
+      x = partitioning.constrain(block(x, valid), ("batch", "frames", "act_channels"))
     return x
 
 
@@ -104,23 +103,11 @@ def frame_valid_mask(padding_mask: jax.Array | None, num_frames: int, config) ->
 
   Follows transformers: a frame is valid iff its index is below the conv output length of the number
   of valid samples. fairseq/unilm instead keep a frame unless all its samples are padding, which
-  usually yields one more valid frame (SPEC.md §3.5); pre-training never pads, so this only matters
-  for padded inference and fine-tuning batches.
+  usually yields one more valid frame (docs/model.md#padding-from-samples-to-frames); pre-training never
+  pads, so this only matters for padded inference and fine-tuning batches.
   """
   if padding_mask is None:
     return None
   num_valid = jnp.sum(~padding_mask, axis=-1).astype(jnp.int32)
   lengths = conv_output_length(num_valid, config)
   return jnp.arange(num_frames)[None, :] < lengths[:, None]
-
-
-def normalize_waveform(waveforms, padding_mask=None, eps: float = 1e-5, xp=jnp):
-  """Per-utterance zero mean, unit variance over the valid samples (fairseq `F.layer_norm(wav, shape)`,
-  eps 1e-5, biased variance); padding is set to zero afterwards. `xp` is jax.numpy (in the model) or
-  numpy (in the input pipeline, on the host)."""
-  x = waveforms.astype(xp.float32)
-  valid = xp.ones(x.shape, bool) if padding_mask is None else ~padding_mask
-  count = xp.maximum(xp.sum(valid, axis=-1, keepdims=True), 1)
-  mean = xp.sum(xp.where(valid, x, 0), axis=-1, keepdims=True) / count
-  var = xp.sum(xp.where(valid, xp.square(x - mean), 0), axis=-1, keepdims=True) / count
-  return xp.where(valid, (x - mean) / xp.sqrt(var + eps), 0).astype(xp.float32)

@@ -1,5 +1,6 @@
 """Output heads: the HuBERT/WavLM masked-prediction head (cosine logits against a label embedding
-table, SPEC.md §7.1-7.2), ILS-SSL intermediate-layer heads (SPEC.md §8.1) and the CTC head."""
+table, docs/objectives.md#pretraining-head), ILS-SSL intermediate-layer heads (docs/objectives.md#ils-ssl)
+and the CTC head."""
 
 from __future__ import annotations
 

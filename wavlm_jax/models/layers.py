@@ -23,14 +23,10 @@ def torch_linear_init(fan_in: int) -> Initializer:
 
 
 def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], axes: Sequence[str | None]) -> nnx.Param:
-  """An fp32 parameter carrying its logical axis names (read by `wavlm_jax.sharding`)."""
+  """An fp32 parameter carrying its logical axis names (mapped onto a mesh by `wavlm_jax.training.mesh`)."""
   if len(axes) != len(shape):
     raise ValueError(f"logical axes {axes} do not match shape {shape}")
   return nnx.Param(init(rngs.params(), tuple(shape), jnp.float32), logical_axes=tuple(axes))
-
-
-def compute_dtype(name: str):
-  return jnp.dtype(name)
 
 
 class Dense(nnx.Module):
@@ -44,7 +40,7 @@ class Dense(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    dtype = compute_dtype(self.dtype)
+    dtype = jnp.dtype(self.dtype)
     y = jnp.dot(x.astype(dtype), self.kernel[...].astype(dtype))
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)

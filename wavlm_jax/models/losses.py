@@ -1,4 +1,4 @@
-"""Masked prediction objectives (SPEC.md §7.2-7.3): cross-entropy of cosine logits over the label
+"""Masked prediction objectives (docs/objectives.md#logits-and-loss): cross-entropy of cosine logits over the label
 table for masked (and optionally unmasked) frames, targets aligned from any label rate to the 50 Hz
 frames, accuracies, and the feature penalty."""
 
@@ -10,9 +10,11 @@ import jax.numpy as jnp
 from wavlm_jax.models.heads import LABEL_OFFSET
 
 
-def frame_targets(labels: jax.Array, num_frames: int, label_rate: float, frame_rate: float = 50.0) -> jax.Array:
-  """Labels (B, L) at `label_rate` -> (B, T) targets at the model frame rate, fairseq's
-  `target_inds = floor(arange(T) * label_rate / frame_rate)`; -1 where no label exists."""
+def frame_targets(labels: jax.Array, num_frames: int, label_rate: float, frame_rate: float) -> jax.Array:
+  """Labels (B, L) at `label_rate` -> (B, T) targets at the model's `frame_rate`
+  (`wavlm_jax.audio.frame_rate` of the conv strides): fairseq's
+  `target_inds = floor(arange(T) * label_rate / frame_rate)`, the alignment half of the label rule in
+  `wavlm_jax.audio`; -1 where no label exists."""
   ratio = label_rate / frame_rate
   index = jnp.floor(jnp.arange(num_frames) * ratio).astype(jnp.int32)
   inside = index < labels.shape[1]

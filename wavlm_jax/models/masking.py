@@ -1,4 +1,4 @@
-"""Span masking of frames (time) and channels, computed inside jit (SPEC.md §3.2-3.4).
+"""Span masking of frames (time) and channels, computed inside jit (docs/model.md#masking).
 
 Semantics of the masking HuBERT and WavLM were trained with (fairseq's original
 `compute_mask_indices`, mask_type "static", overlapping spans allowed):

@@ -1,5 +1,5 @@
-"""Position information: the weight-normalised grouped convolutional embedding (SPEC.md §4) and the
-bucketed relative positions of WavLM's attention bias (SPEC.md §6.1)."""
+"""Position information: the weight-normalised grouped convolutional embedding
+(docs/model.md#positional-convolution) and the bucketed relative positions of WavLM's attention bias (docs/model.md#bucketing)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from wavlm_jax import sharding
-from wavlm_jax.models import layers
+from wavlm_jax.models import config as config_lib, layers
 
 
 class PositionalConvEmbedding(nnx.Module):
@@ -42,8 +41,9 @@ class PositionalConvEmbedding(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     # PyTorch pads K//2 on both sides and drops the last frame for even K; pad one less on the right.
     pad = (self.width // 2, self.width // 2 - (1 - self.width % 2))
-    # "auto": by the devices the step is built for, not this host's backend (AOT for TPU on a CPU host).
-    impl = self.impl if self.impl != "auto" else ("matmul" if sharding.platform() == "cpu" else "conv")
+    # "auto" is resolved for the devices a step is built for (`config.for_platform`, e.g. by the trainer
+    # for its mesh: an ahead-of-time TPU compile on a CPU host); left unresolved, this host's backend.
+    impl = self.impl if self.impl != "auto" else config_lib.conv_pos_impl_for(jax.default_backend())
     if impl == "conv":
       y = layers.conv1d(x, self.kernel(), padding=(pad,), groups=self.groups)
     else:

@@ -85,13 +85,15 @@ class Model(nnx.Module):
   def __call__(self, waveforms, padding_mask=None, **kwargs) -> Output:
     return self.wavlm(waveforms, padding_mask, **kwargs)
 
-  def label_logits(self, out: Output) -> list[jax.Array]:
-    """Cosine logits (B, T, C + 4) per prediction head: the top layer, or each ILS layer in order."""
+  def label_logits(self, out: Output) -> dict[str, jax.Array]:
+    """Cosine logits (B, T, C + 4) per prediction head, by name: {"top": ...}, or {"layer4": ...,
+    "layer12": ...} for ILS heads, in the order of `predict_layers` (the last is the top-most)."""
     if self.ils_heads is not None:
-      return [head(out.layer_outputs[layer]) for head, layer in zip(self.ils_heads, self.config.predict_layers)]
+      return {f"layer{layer}": head(out.layer_outputs[layer])
+              for head, layer in zip(self.ils_heads, self.config.predict_layers)}
     if self.pretrain_head is None:
       raise ValueError("this model has no pre-training head (num_label_classes = 0)")
-    return [self.pretrain_head(out.last_hidden_state)]
+    return {"top": self.pretrain_head(out.last_hidden_state)}
 
   def ctc_logits(self, out: Output, key: jax.Array | None = None) -> jax.Array:
     if self.ctc_head is None:

@@ -1,4 +1,4 @@
-"""Frame features for k-means targets (SPEC.md §7.4).
+"""Frame features for k-means targets (docs/targets.md#k-means-targets).
 
 MFCC: 13 cepstra + deltas + delta-deltas = 39 dims at 100 Hz, computed as Kaldi's `compute-mfcc-feats`
 with the defaults fairseq's HuBERT recipe uses (via torchaudio.compliance.kaldi.mfcc): 25 ms frames,
@@ -8,7 +8,7 @@ float32-epsilon floor, orthonormal DCT-II, cepstral lifter 22, no energy, no dit
 (torchaudio compute_deltas, edges replicated). This is a NumPy implementation of that algorithm; the
 mel filters are Kaldi's, not librosa's (librosa's Slaney filters differ in spacing and normalisation).
 
-Hidden units: the un-normalised output of layer l (1-based, SPEC.md §5.4) of any model directory, at
+Hidden units: the un-normalised output of layer l (1-based, docs/model.md#layer-outputs) of any model directory, at
 50 Hz, computed by the jitted encoder with the batch sharded over all local devices; long utterances
 are cut into chunks of at most `max_chunk` samples (fairseq: 1,600,000) encoded independently.
 Utterances are batched with padding, and the encoder runs padding-invariant (GroupNorm statistics over
@@ -23,7 +23,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import scipy.fft
 
-SAMPLE_RATE = 16000
+from wavlm_jax import audio
+from wavlm_jax.audio import SAMPLE_RATE
 MFCC_RATE = 100
 HIDDEN_RATE = 50
 _FRAME, _HOP, _FFT = 400, 160, 512
@@ -86,15 +87,15 @@ class HiddenFeatures:
   list of (frames, E) arrays. Utterances are grouped by padded length to limit recompilation."""
 
   def __init__(self, model_dir, layer: int, *, max_chunk: int = 1_600_000, batch_size: int = 8,
-               pad_multiple: int = 16000):
+               pad_multiple: int = SAMPLE_RATE):  # pad to whole seconds: few shapes
     import jax
+    import jax.numpy as jnp
     from flax import nnx
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-    from wavlm_jax import checkpointing
-    from wavlm_jax.models import frontend
+    from wavlm_jax.models import directory
 
-    model = checkpointing.load_model(model_dir)
+    model = directory.load_model(model_dir)
     if not 1 <= layer <= model.config.num_layers:
       raise ValueError(f"layer {layer} is out of range 1..{model.config.num_layers} for {model_dir}")
     self.config, self.layer, self.max_chunk = model.config, layer, max_chunk
@@ -109,12 +110,11 @@ class HiddenFeatures:
     def encode(state, waveforms, padding_mask):
       m = nnx.merge(graphdef, state)
       if normalize:
-        waveforms = frontend.normalize_waveform(waveforms, padding_mask)
+        waveforms = audio.normalize_waveform(waveforms, padding_mask, xp=jnp)
       return m(waveforms, padding_mask, padding_invariant=True).layer_outputs[layer]
 
     self._encode = jax.jit(encode)
     self._state = jax.device_put(state, NamedSharding(mesh, P()))
-    self._frontend = frontend
 
   def _chunks(self, waveforms: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
     out = []
@@ -159,8 +159,5 @@ def iterate_utterances(source, indices: Iterable[int], audio_key: str = "audio",
   """(id, float waveform) of the given records of a TFDS data source, in order."""
   for i in indices:
     ex = source[int(i)]
-    audio = np.asarray(ex[audio_key])
-    if np.issubdtype(audio.dtype, np.integer):
-      audio = audio.astype(np.float32) / 32768.0
     uid = ex[id_key]
-    yield (uid.decode() if isinstance(uid, bytes) else str(uid)), audio.astype(np.float32)
+    yield (uid.decode() if isinstance(uid, bytes) else str(uid)), audio.to_float(ex[audio_key])

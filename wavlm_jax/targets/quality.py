@@ -1,4 +1,4 @@
-"""Target quality (HuBERT paper §IV-E, SPEC.md §13), the one home of these computations.
+"""Target quality (HuBERT paper §IV-E, docs/targets.md#target-quality-metrics), the one home of these computations.
 
 Without a reference, from the labels alone: the cluster histogram, its entropy and perplexity, unused
 clusters, the largest cluster's share, and whether each utterance's label count matches its audio length
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 _EPS = 1e-8
-SAMPLE_RATE = 16000
+from wavlm_jax.audio import SAMPLE_RATE
 NO_ALIGNMENT = "PNMI, phone purity and cluster purity need a phone alignment; this dataset has none"
 # Quality fields that only a reference gives; the rest of the report comes from the labels alone.
 ALIGNMENT_FIELDS = ("phone_purity", "cluster_purity", "pnmi", "h_ref", "h_hyp", "mutual_information",
@@ -102,12 +102,12 @@ class CodeAccumulator:
     self.diff_total = 0
     self.diff_max = 0
 
-  def add(self, labels: np.ndarray, num_samples: int) -> None:
-    """One utterance: its labels and the number of audio samples they label."""
+  def add(self, labels: np.ndarray, num_samples: int, uid: str = "?") -> None:
+    """One utterance (`uid`, named in errors): its labels and the number of audio samples they label."""
     labels = np.asarray(labels)
     k = len(self.histogram)
     if len(labels) and (labels.min() < 0 or labels.max() >= k):
-      raise ValueError(f"labels outside [0, {k}): min {labels.min()}, max {labels.max()}")
+      raise ValueError(f"utterance {uid!r}: labels outside [0, {k}): min {labels.min()}, max {labels.max()}")
     self.histogram += np.bincount(labels, minlength=k)
     diff = abs(len(labels) - expected_frames(num_samples, self.label_rate, self.sample_rate))
     self.diff_total += diff

@@ -31,8 +31,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from wavlm_jax import audio
 from wavlm_jax.data import labels as labels_lib
 from wavlm_jax.data import paths, pipeline
+from wavlm_jax.data.config import data_config
 from wavlm_jax.targets import features as features_lib
 from wavlm_jax.targets import kmeans as kmeans_lib
 from wavlm_jax.targets import quality as quality_lib
@@ -88,7 +90,7 @@ def _data_dir(cfg) -> str:
 
 
 def _source(cfg, split):
-  c = pipeline.data_config(dataset=cfg.dataset, data_dir=_data_dir(cfg), split=split, prepare=cfg.prepare)
+  c = data_config(dataset=cfg.dataset, data_dir=_data_dir(cfg), split=split, prepare=cfg.prepare)
   return pipeline.open_source(c)
 
 
@@ -104,8 +106,12 @@ def _builder(cfg):
     return builders.prepare(cfg.dataset, data_dir)
   try:
     return tfds.builder(cfg.dataset, data_dir=data_dir)
-  except Exception:  # noqa: BLE001 - an unknown name or an unprepared folder config: "no splits" says it
+  except tfds.core.registered.DatasetNotFoundError:  # an unknown name
     return None
+  except ValueError as e:  # a folder dataset's config that was never prepared here; anything else is real
+    if "BuilderConfig" in str(e) and "not found" in str(e):
+      return None
+    raise
 
 
 def available_splits(cfg) -> list[str]:
@@ -119,8 +125,8 @@ def available_splits(cfg) -> list[str]:
 def _missing(cfg, what: str, split: str, available: list[str]) -> MissingSplit:
   has = f"it has {sorted(available)}" if available else "no split of it is prepared there"
   return MissingSplit(f"{what} split {split!r} of dataset {cfg.dataset!r} is not in data dir {_data_dir(cfg)} "
-                      f"({has}); set config.{what}_split, or prepare the split (e.g. prepare_folder(..., "
-                      "validation_fraction=0.01) makes a validation split)")
+                      f"({has}); set config.{what}_split, or prepare the split (e.g. `python -m wavlm_jax.data.prepare "
+                      "KIND FOLDER --name NAME --validation-fraction 0.01` makes a validation split)")
 
 
 def _assign_splits(cfg, available: list[str]) -> list[str]:
@@ -254,7 +260,7 @@ def assign(cfg) -> dict[str, Path]:
 def reference_at_rate(alignment: np.ndarray, rate: float, num_frames: int, ref_hop: int = 160) -> np.ndarray:
   """The reference phone at the centre of each label frame (label frame t covers samples
   [t*hop, t*hop + 400), centre t*hop + 200; reference frame f is centred at f*160 + 80)."""
-  hop = 16000 / rate
+  hop = audio.SAMPLE_RATE / rate
   idx = np.round((np.arange(num_frames) * hop + 200 - ref_hop / 2) / ref_hop).astype(np.int64)
   return alignment[idx[idx < len(alignment)]]
 
@@ -271,8 +277,9 @@ def report(cfg) -> tuple[quality_lib.CodeDistribution, quality_lib.Quality | Non
   acc = quality_lib.QualityAccumulator(len(inventory), store.num_classes) if inventory is not None else None
   for i in tqdm(range(len(source)), desc=f"report ({split})", unit="utt", file=sys.stdout, mininterval=2.0):
     ex = source[i]
-    hyp = store[_uid(ex[cfg.id_key])]
-    codes.add(hyp, len(ex[cfg.audio_key]))
+    uid = _uid(ex[cfg.id_key])
+    hyp = store[uid]
+    codes.add(hyp, len(ex[cfg.audio_key]), uid=f"{uid} in {store.directory}")
     if acc is not None:
       acc.add(reference_at_rate(np.asarray(ex["phone_alignment"]), store.label_rate, len(hyp)), hyp)
   dist = codes.result()
@@ -294,10 +301,10 @@ def report(cfg) -> tuple[quality_lib.CodeDistribution, quality_lib.Quality | Non
 
 def run(cfg, steps=STEPS):
   """Runs the steps (fit, assign, report) on this host; every host of a multi-host run calls it."""
-  from wavlm_jax import sharding
+  from wavlm_jax import cli
 
   if cfg.get("distributed") is not None:
-    sharding.initialize_distributed(cfg.distributed)
+    cli.initialize_distributed(cfg.distributed)
   if jax.process_count() > 1 and cfg.prepare:  # build the corpus once, on host 0, before the others read it
     if jax.process_index() == 0:
       available_splits(cfg)

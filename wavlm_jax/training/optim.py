@@ -1,5 +1,5 @@
-"""Optimiser: AdamW with fairseq's HuBERT/WavLM settings (SPEC.md §9), linear warmup then linear decay
-to zero, global-norm clipping. Durations are steps (>= 1) or fractions of the run (< 1)."""
+"""Optimiser: AdamW with fairseq's HuBERT/WavLM settings (docs/objectives.md#hyper-parameters), linear
+warmup then linear decay to zero, global-norm clipping. Durations are steps (>= 1) or fractions of the run (< 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model checkpoints on disk: an Orbax checkpoint of the parameters plus the model config as JSON.
+"""The model directory format: an Orbax checkpoint of the parameters plus the model config as JSON.
 
 A model directory (what `python -m wavlm_jax.convert` writes and `load_encoder` reads):
     DIR/config.json   the model config (wavlm_jax.models.config fields)
@@ -92,40 +92,3 @@ def load_model(directory: str | os.PathLike, **config_overrides) -> wavlm.Model:
   config = load_config(directory, **config_overrides)
   flat = load_flat_params(directory, config)
   return params_lib.set_params(wavlm.abstract(config), flat, source=f"parameters in {directory}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Training checkpoints
-# ----------------------------------------------------------------------------------------------
-class TrainCheckpointer:
-  """Orbax CheckpointManager for training: the train state (params, optimizer, counters), the data
-  iterator state and the run config, saved together every `every` steps (asynchronously), keeping the
-  last `keep` plus every `keep_period`-th. Orbax writes each step to a temporary directory and renames
-  it when complete, so a crash mid-save leaves the previous checkpoint usable."""
-
-  def __init__(self, directory: str | os.PathLike, *, every: int, keep: int, keep_period: int | None,
-               asynchronous: bool = True):
-    options = ocp.CheckpointManagerOptions(save_interval_steps=max(every, 1), max_to_keep=keep,
-                                           keep_period=keep_period or None, enable_async_checkpointing=asynchronous,
-                                           create=True)
-    self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
-  def save(self, step: int, state, data_state: dict, config: dict, *, force: bool = False) -> bool:
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
-                              config=ocp.args.JsonSave(config))
-    return self.manager.save(step, args=args, force=force)
-
-  def restore(self, step: int, abstract_state):
-    out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                             data=ocp.args.JsonRestore()))
-    return out.state, out.data
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
