@@ -4,6 +4,7 @@ are permutations without repeats, small buckets hand their utterances down, and 
 computes the same plan."""
 
 import itertools
+import pickle
 
 import numpy as np
 import pytest
@@ -57,6 +58,8 @@ def test_epochs_are_permutations_and_plans_are_deterministic():
     for bucket, r in rows:
       assert np.all(lengths[r] >= bucket.samples) and np.all(lengths[r] >= 1.5 * 16000)
   assert [plan.batch(j)[1].tolist() for j in range(n)] == [again.batch(j)[1].tolist() for j in range(n)]
+  copy = pickle.loads(pickle.dumps(plan))  # for worker processes: the lock and the epoch cache stay behind
+  assert copy.fingerprint() == plan.fingerprint() and copy.batch(n + 3)[1].tolist() == plan.batch(n + 3)[1].tolist()
   assert [plan.batch(j)[1].tolist() for j in range(n)] != [plan.batch(n + j)[1].tolist() for j in range(n)]
 
 

@@ -202,7 +202,7 @@ def test_resume_under_another_plan_is_refused(espeak_data_dir, time_labels):
   other = data.create_iterator(cfg, batch_multiple=2)  # another data-parallel size: other rows per bucket
   with pytest.raises(ValueError, match="saved under other batching.*same data config, data-parallel size"):
     other.set_state(state)
-  with pytest.raises(ValueError, match="saved by an earlier version"):  # a bare Grain state: fixed batching
+  with pytest.raises(ValueError, match="saved by an earlier version"):  # a bare Grain state: unverifiable
     data.create_iterator(cfg).set_state(state["grain"])
   same = data.create_iterator(cfg, batch_multiple=1)
   same.set_state(state)

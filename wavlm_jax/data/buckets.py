@@ -117,6 +117,7 @@ class Plan:
       raise ValueError(f"no bucket fills one global batch ({described}); {self.dropped} of {len(self.lengths)} "
                        "utterances are shorter than data.min_seconds or the smallest bucket. Lower data.batch_size, "
                        "data.num_buckets or data.min_seconds, or use more data")
+    self._digest = hashlib.sha256(self.lengths.tobytes()).hexdigest()[:16]  # once: asked for every step
     self._epochs: dict[int, list] = {}  # the two most recent epochs' plans (Grain reads from threads)
     self._lock = threading.Lock()
 
@@ -133,9 +134,17 @@ class Plan:
 
   def fingerprint(self) -> dict:
     """What a saved batch index means: restoring it under another plan would read other batches."""
-    digest = hashlib.sha256(self.lengths.tobytes()).hexdigest()[:16]
     return {"buckets": [[b.samples, b.rows] for b in self.buckets], "seed": self.seed,
-            "batches_per_epoch": self.batches_per_epoch, "lengths_sha256": digest}
+            "batches_per_epoch": self.batches_per_epoch, "lengths_sha256": self._digest}
+
+  def __getstate__(self):  # picklable (Grain worker processes): the lock and the epoch cache stay behind
+    state = dict(self.__dict__)
+    del state["_lock"], state["_epochs"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._epochs, self._lock = {}, threading.Lock()
 
   def _plan_epoch(self, epoch: int) -> list[tuple[Bucket, np.ndarray]]:
     rng = np.random.default_rng([self.seed, epoch, 0xB0C])

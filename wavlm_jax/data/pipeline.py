@@ -51,7 +51,7 @@ def length_index(source, cfg) -> np.ndarray:
     if os.path.isfile(cache):
       try:
         lengths = np.load(cache)
-      except (OSError, ValueError):  # a truncated or foreign file: index again and replace it
+      except (OSError, ValueError, EOFError):  # an empty, truncated or foreign file: index again, replace it
         lengths = np.zeros(0)
       if len(lengths) == len(source):
         return lengths
@@ -65,8 +65,9 @@ def length_index(source, cfg) -> np.ndarray:
     try:
       np.save(tmp, lengths)
       os.replace(tmp, cache)
-    except OSError:
-      pass  # a read-only dataset: index again next time
+    except OSError:  # a read-only dataset: index again next time
+      if os.path.exists(tmp):
+        os.remove(tmp)
   return lengths
 
 
@@ -277,9 +278,12 @@ class HostIterator:
     return next(self._iter)
 
   def _fingerprint(self) -> dict:
+    c = self.config
+    where = {"dataset": c.dataset, "split": c.split}
     if self.plan is None:
-      return {"batching": "fixed", "batch_size": self.config.batch_size, "processes": self.process_count}
-    return {"batching": "duration", **self.plan.fingerprint()}
+      return {"batching": "fixed", **where, "batch_size": c.batch_size, "processes": self.process_count,
+              "crop_seconds": c.crop_seconds, "min_seconds": c.min_seconds, "seed": c.seed}
+    return {"batching": "duration", **where, **self.plan.fingerprint()}
 
   def get_state(self) -> dict:
     """Grain's position plus what it means (the batching and, for duration batching, the plan)."""
@@ -288,8 +292,8 @@ class HostIterator:
   def set_state(self, state: dict) -> None:
     """Resumes at `state`; a position saved under other batching (another plan: other buckets, rows,
     data-parallel size or data) is refused, since it would silently read other batches."""
-    if "grain" not in state:  # saved before duration batching existed: a fixed-batching position
-      saved = {"batching": "fixed (saved by an earlier version)"}
+    if "grain" not in state:  # saved by a version whose data position did not say what it meant
+      saved = {"batching": "unknown: saved by an earlier version, which did not record it; cannot be verified"}
       grain_state = state
     else:
       saved, grain_state = state["batching"], state["grain"]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-_EPS = 1e-8
 from wavlm_jax.audio import SAMPLE_RATE
+
+_EPS = 1e-8
 NO_ALIGNMENT = "PNMI, phone purity and cluster purity need a phone alignment; this dataset has none"
 # Quality fields that only a reference gives; the rest of the report comes from the labels alone.
 ALIGNMENT_FIELDS = ("phone_purity", "cluster_purity", "pnmi", "h_ref", "h_hyp", "mutual_information",
