@@ -37,3 +37,21 @@ def espeak_data_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("tfds")
   builders.prepare("espeak_speech/tiny", str(data_dir))
   return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def phone_labels(espeak_data_dir, tmp_path_factory):
+  """Phone targets at 100 Hz straight from the corpus alignment (supervision-guided style labels)."""
+  import tensorflow_datasets as tfds
+
+  from wavlm_jax.data import labels as labels_lib
+
+  path = tmp_path_factory.mktemp("labels") / "phones"
+  builder = tfds.builder("espeak_speech/tiny", data_dir=espeak_data_dir)
+  classes = len(builder.info.metadata["phone_inventory"])
+  with labels_lib.LabelStoreWriter(path, label_rate=100, num_classes=classes) as writer:
+    src = tfds.data_source("espeak_speech/tiny", split="train", data_dir=espeak_data_dir)
+    for i in range(len(src)):
+      ex = src[i]
+      writer.add(ex["id"].decode(), ex["phone_alignment"])
+  return str(path)

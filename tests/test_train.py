@@ -12,7 +12,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 import multiprocess
 
@@ -27,19 +26,6 @@ from wavlm_jax.models import params as params_lib, wavlm
 SPEC = labels_lib.LabelSpec(100.0, 100)  # the phone labels' rate and the tiny run config's classes
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def phone_labels(espeak_data_dir, tmp_path_factory):
-  """Phone targets at 100 Hz straight from the corpus alignment (supervision-guided style labels)."""
-  path = tmp_path_factory.mktemp("labels") / "phones"
-  builder = tfds.builder("espeak_speech/tiny", data_dir=espeak_data_dir)
-  with labels_lib.LabelStoreWriter(path, label_rate=100, num_classes=len(builder.info.metadata["phone_inventory"])) as w:
-    src = tfds.data_source("espeak_speech/tiny", split="train", data_dir=espeak_data_dir)
-    for i in range(len(src)):
-      ex = src[i]
-      w.add(ex["id"].decode(), ex["phone_alignment"])
-  return str(path)
 
 
 def run_config(data_dir, labels, **overrides):
