@@ -103,8 +103,7 @@ def lower_step(cfg, devices, label_rate: float = 50.0):
 
   mesh = mesh_lib.make_mesh(cfg.mesh, devices)
   rules = mesh_lib.rules_for(cfg.sharding)
-  data_parallel = math.prod(mesh.shape[a] for a in mesh_lib.BATCH)
-  batch = -(-cfg.data.batch_size // data_parallel) * data_parallel
+  batch = mesh_lib.global_rows(cfg.data.batch_size, mesh)
   samples = int(round(cfg.data.crop_seconds * audio.SAMPLE_RATE))
   labels = audio.label_count(samples, label_rate)
   run = train.build(cfg, mesh, rules, LabelSpec(label_rate, cfg.model.num_label_classes))
@@ -130,9 +129,8 @@ def _out_of_memory(cfg, config_name, target, devices, chip, error: Exception) ->
   needed = re.search(r"required for [^(]*\(([\d.]+)([GM])\)", str(error))
   total = float(needed.group(1)) / (1024 if needed and needed.group(2) == "M" else 1) if needed else float("nan")
   mesh = mesh_lib.make_mesh(cfg.mesh, devices)
-  dp = math.prod(mesh.shape[a] for a in mesh_lib.BATCH)
   return Report(config=config_name, target=target, devices=len(devices), mesh=dict(mesh.shape), preset=cfg.sharding,
-                remat=cfg.model.remat, batch=-(-cfg.data.batch_size // dp) * dp, crop_seconds=cfg.data.crop_seconds,
+                remat=cfg.model.remat, batch=mesh_lib.global_rows(cfg.data.batch_size, mesh), crop_seconds=cfg.data.crop_seconds,
                 argument_gib=float("nan"), temp_gib=total, output_gib=float("nan"), total_gib=total,
                 hbm_gib=flops.CHIPS[chip].hbm_gib * (chips_in(target) if ":" in target else len(devices)) / len(devices),
                 fits=False, flops_per_step=0.0, model_flops_per_step=0.0,

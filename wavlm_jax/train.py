@@ -262,8 +262,7 @@ def train(cfg, workdir: str) -> dict:
   data_cfg = cfg.data.copy_and_resolve_references()
   with data_cfg.unlocked():
     data_cfg.labels = labels_path
-  batch_devices = int(np.prod([mesh.shape[a] for a in mesh_lib.BATCH]))
-  iterator = data.create_iterator(data_cfg, batch_multiple=batch_devices)
+  iterator = data.create_iterator(data_cfg, batch_multiple=mesh_lib.batch_devices(mesh))
   if iterator.plan is not None:
     log(f"duration batching: {json.dumps(iterator.plan.stats())}")
 

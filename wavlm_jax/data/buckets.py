@@ -132,6 +132,14 @@ class Plan:
           del self._epochs[old]
     return batches[j]
 
+  def _filled(self) -> list[tuple[Bucket, np.ndarray]]:
+    """The buckets with at least one full batch (only the smallest can lack one), with their members."""
+    return [(b, m) for b, m in zip(self.buckets, self.members) if len(m) >= b.rows]
+
+  def shapes(self) -> list[tuple[int, int]]:
+    """Every (global rows, samples) a batch of this plan has, shortest crop first."""
+    return [(b.rows, b.samples) for b, _ in self._filled()]
+
   def fingerprint(self) -> dict:
     """What a saved batch index means: restoring it under another plan would read other batches."""
     return {"buckets": [[b.samples, b.rows] for b in self.buckets], "seed": self.seed,
@@ -159,7 +167,7 @@ class Plan:
     """Per-bucket counts, and the share of the audio of all utterances of at least min_seconds that the
     batches never see: cropped away, or in a bucket too small to fill one batch."""
     usable = int(np.sum(self.lengths[self.lengths >= self._min_samples]))
-    seen = sum(b.samples * len(m) for b, m in zip(self.buckets, self.members) if len(m) >= b.rows)
+    seen = sum(b.samples * len(m) for b, m in self._filled())
     return {"buckets_seconds": [b.samples / SAMPLE_RATE for b in self.buckets], "rows": [b.rows for b in self.buckets],
             "utterances": [len(m) for m in self.members], "dropped_short": self.dropped,
             "batches_per_epoch": self.batches_per_epoch, "cropped_share": 1.0 - seen / max(usable, 1)}

@@ -32,6 +32,11 @@ class LabelSpec:
   num_classes: int
 
 
+def utterance_id(value) -> str:
+  """An utterance id as stored by TFDS (bytes) or given (str): the key of label stores."""
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class LabelLengthError(ValueError):
   """Labels and audio of an utterance disagree in duration at the store's label rate."""
 

@@ -84,7 +84,7 @@ def open_source(cfg):
     return tfds.data_source(cfg.dataset, split=cfg.split, data_dir=data_dir)
   except Exception as e:  # noqa: BLE001 - TFDS raises many kinds; say what to do
     raise FileNotFoundError(f"dataset {cfg.dataset!r} split {cfg.split!r} is not prepared in {data_dir} ({e}); "
-                            "prepare it with wavlm_jax.data.builders.prepare or prepare_folder") from None
+                            "prepare it with `python -m wavlm_jax.data.prepare`") from None
 
 
 class _Example:
@@ -98,12 +98,10 @@ class _Example:
   def __call__(self, example: dict, rng: np.random.Generator, crop: int | None = None):
     crop = crop or self.crop
     audio = np.asarray(example[self.audio_key])
-    uid = example[self.id_key]
-    uid = uid.decode() if isinstance(uid, bytes) else str(uid)
+    uid = labels_lib.utterance_id(example[self.id_key])
     n = len(audio)
-    audio = to_float(audio)
     start = int(rng.integers(0, n - crop + 1)) if n > crop else 0
-    piece = audio[start:start + crop].astype(np.float32)
+    piece = to_float(audio[start:start + crop])  # only the crop is converted
     out = {"audio": np.zeros(crop, np.float32), "padding_mask": np.ones(crop, bool), "id": uid}
     out["audio"][:len(piece)] = piece
     out["padding_mask"][:len(piece)] = False
@@ -269,7 +267,7 @@ class HostIterator:
     """Every (global rows, samples) a batch can have, shortest crop first."""
     if self.plan is None:
       return [(self.config.batch_size, int(round(self.config.crop_seconds * SAMPLE_RATE)))]
-    return [(b.rows, b.samples) for b, m in zip(self.plan.buckets, self.plan.members) if len(m) >= b.rows]
+    return self.plan.shapes()
 
   def __iter__(self):
     return self

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.fft
 
 from wavlm_jax import audio
+from wavlm_jax.data import labels as labels_lib
 from wavlm_jax.audio import SAMPLE_RATE
 MFCC_RATE = 100
 HIDDEN_RATE = 50
@@ -160,4 +161,4 @@ def iterate_utterances(source, indices: Iterable[int], audio_key: str = "audio",
   for i in indices:
     ex = source[int(i)]
     uid = ex[id_key]
-    yield (uid.decode() if isinstance(uid, bytes) else str(uid)), audio.to_float(ex[audio_key])
+    yield labels_lib.utterance_id(uid), audio.to_float(ex[audio_key])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wavlm_jax.audio import SAMPLE_RATE
+from wavlm_jax.audio import label_count
 
 _EPS = 1e-8
 NO_ALIGNMENT = "PNMI, phone purity and cluster purity need a phone alignment; this dataset has none"
@@ -71,11 +71,6 @@ def _entropy(p: np.ndarray) -> float:
   return float(-np.sum(p * np.log2(p)))
 
 
-def expected_frames(num_samples: int, label_rate: float, sample_rate: int = SAMPLE_RATE) -> int:
-  """Label frames an utterance of `num_samples` should have at `label_rate` (the pipeline's rounding)."""
-  return int(round(num_samples * label_rate / sample_rate))
-
-
 def code_distribution(histogram: np.ndarray, utterances: int = 0, audio_diff_total: int = 0,
                       audio_diff_max: int = 0) -> CodeDistribution:
   """The code-distribution figures of a cluster histogram (counts per cluster, length k)."""
@@ -96,9 +91,9 @@ def code_distribution(histogram: np.ndarray, utterances: int = 0, audio_diff_tot
 class CodeAccumulator:
   """Accumulates the cluster histogram of label sequences and their length agreement with the audio."""
 
-  def __init__(self, num_clusters: int, label_rate: float, sample_rate: int = SAMPLE_RATE):
+  def __init__(self, num_clusters: int, label_rate: float):
     self.histogram = np.zeros(num_clusters, np.int64)
-    self.label_rate, self.sample_rate = label_rate, sample_rate
+    self.label_rate = label_rate
     self.utterances = 0
     self.diff_total = 0
     self.diff_max = 0
@@ -110,7 +105,7 @@ class CodeAccumulator:
     if len(labels) and (labels.min() < 0 or labels.max() >= k):
       raise ValueError(f"utterance {uid!r}: labels outside [0, {k}): min {labels.min()}, max {labels.max()}")
     self.histogram += np.bincount(labels, minlength=k)
-    diff = abs(len(labels) - expected_frames(num_samples, self.label_rate, self.sample_rate))
+    diff = abs(len(labels) - label_count(num_samples, self.label_rate))  # the pipeline's rounding
     self.diff_total += diff
     self.diff_max = max(self.diff_max, diff)
     self.utterances += 1

@@ -160,10 +160,6 @@ def _phone_inventory(cfg) -> list[str] | None:
   return list(metadata["phone_inventory"])
 
 
-def _uid(value) -> str:
-  return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _batches(source, indices, cfg, desc):
   """(ids, waveforms) in groups of cfg.batch_size, with a progress bar."""
   utts = features_lib.iterate_utterances(source, indices, cfg.audio_key, cfg.id_key)
@@ -277,7 +273,7 @@ def report(cfg) -> tuple[quality_lib.CodeDistribution, quality_lib.Quality | Non
   acc = quality_lib.QualityAccumulator(len(inventory), store.num_classes) if inventory is not None else None
   for i in tqdm(range(len(source)), desc=f"report ({split})", unit="utt", file=sys.stdout, mininterval=2.0):
     ex = source[i]
-    uid = _uid(ex[cfg.id_key])
+    uid = labels_lib.utterance_id(ex[cfg.id_key])
     hyp = store[uid]
     codes.add(hyp, len(ex[cfg.audio_key]), uid=f"{uid} in {store.directory}")
     if acc is not None:

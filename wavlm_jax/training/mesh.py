@@ -64,6 +64,18 @@ def named(mesh: Mesh, specs):
   return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
+def batch_devices(mesh: Mesh) -> int:
+  """How many ways the batch is split (the data-parallel axes): every global batch is a multiple of it."""
+  return math.prod(mesh.shape[a] for a in BATCH)
+
+
+def global_rows(batch_size: int, mesh: Mesh) -> int:
+  """The configured batch rounded up to a multiple of the data-parallel devices: the rows of the
+  longest crop (duration batching's longest bucket, and what ahead-of-time planning compiles)."""
+  multiple = batch_devices(mesh)
+  return -(-batch_size // multiple) * multiple
+
+
 def platform(mesh: Mesh) -> str:
   """The platform of the mesh's devices: what a step built on it runs on (an ahead-of-time TPU compile
   on a CPU host says "tpu")."""
