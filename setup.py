@@ -15,7 +15,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["wavlm_jax", "wavlm_jax.*", "configs"]),  # configs: the recipes, importable
+    packages=find_packages(include=["wavlm_jax", "wavlm_jax.*", "configs", "configs.*"]),  # configs: the recipes, importable
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12.8,<0.13",
@@ -35,6 +35,8 @@ setup(
         "clu>=0.0.12",
         "tensorboard>=2.20",
         "espeakng-loader>=0.2.4",
+        "jiwer>=4.0",  # WER/CER/PER
+        "flashlight-text>=0.0.7",  # CTC beam search with a lexicon and KenLM
     ],
     extras_require={
         "torch": TORCH,

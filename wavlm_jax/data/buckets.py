@@ -16,6 +16,11 @@ fixed set (the buckets), so only a handful of shapes ever exist and each compile
   - bucket lengths, unless given, are chosen from the corpus' own length histogram to lose the least
     audio to cropping (an exact dynamic programme over 20 ms steps).
 
+Fine-tuning (`make_padded_plan`, `data.batching="padded"`) never crops (a transcript covers the whole
+utterance): every utterance goes to the shortest bucket at least as long and is zero-padded to it, the
+bucket lengths are quantiles of the corpus' lengths, and utterances longer than `crop_seconds` are left
+out (counted). A bucket too small for one batch passes its utterances up to the next longer one.
+
 Everything is a pure function of (lengths, config, batch_multiple, epoch), so every host computes the
 same plan, and a run over the same number of data-parallel devices reads the same global batches
 whatever the number of hosts, each host its own rows.
@@ -92,22 +97,29 @@ def bucket_rows(samples: list[int], audio_samples_per_batch: float, multiple: in
 class Plan:
   """Which utterances (and at which crop) form global batch i, for every i: epoch by epoch."""
 
-  def __init__(self, lengths: np.ndarray, buckets: list[Bucket], *, seed: int, min_samples: int):
+  def __init__(self, lengths: np.ndarray, buckets: list[Bucket], *, seed: int, min_samples: int,
+               pad: bool = False):
     self.lengths = np.asarray(lengths, np.int64)
     self.buckets = sorted(buckets, key=lambda b: b.samples)
-    self.seed, self._min_samples = seed, min_samples
+    self.seed, self._min_samples, self.pad = seed, min_samples, pad
     sizes = np.array([b.samples for b in self.buckets])
-    eligible = self.lengths >= max(min_samples, sizes[0])
-    which = np.searchsorted(sizes, self.lengths, side="right") - 1
+    if pad:  # to the shortest bucket at least as long; longer than the longest: left out
+      eligible = (self.lengths >= min_samples) & (self.lengths <= sizes[-1])
+      which = np.searchsorted(sizes, self.lengths, side="left")
+    else:  # cropped to the longest bucket not longer
+      eligible = self.lengths >= max(min_samples, sizes[0])
+      which = np.searchsorted(sizes, self.lengths, side="right") - 1
     members = [np.flatnonzero(eligible & (which == i)) for i in range(len(self.buckets))]
     # A bucket with too few utterances for one batch would leave them unused every epoch (and its shape
-    # compiled for nothing): its utterances go to the next shorter bucket that is kept (cropped shorter).
+    # compiled for nothing): its utterances go to the next shorter bucket that is kept (cropped shorter),
+    # or, when padding, to the next longer one.
     kept: list[tuple[Bucket, np.ndarray]] = []
-    for bucket, m in zip(self.buckets, members):
+    for bucket, m in (zip(self.buckets[::-1], members[::-1]) if pad else zip(self.buckets, members)):
       if len(m) >= bucket.rows or not kept:
         kept.append((bucket, m))
       else:
         kept[-1] = (kept[-1][0], np.sort(np.concatenate([kept[-1][1], m])))
+    kept = kept[::-1] if pad else kept
     self.buckets, self.members = [b for b, _ in kept], [m for _, m in kept]
     self.batches_per_epoch = sum(len(m) // b.rows for m, b in zip(self.members, self.buckets))
     self.dropped = int(np.sum(~eligible))
@@ -133,7 +145,8 @@ class Plan:
     return batches[j]
 
   def _filled(self) -> list[tuple[Bucket, np.ndarray]]:
-    """The buckets with at least one full batch (only the smallest can lack one), with their members."""
+    """The buckets with at least one full batch (only the smallest, or when padding the longest, can
+    lack one), with their members."""
     return [(b, m) for b, m in zip(self.buckets, self.members) if len(m) >= b.rows]
 
   def shapes(self) -> list[tuple[int, int]]:
@@ -142,8 +155,9 @@ class Plan:
 
   def fingerprint(self) -> dict:
     """What a saved batch index means: restoring it under another plan would read other batches."""
-    return {"buckets": [[b.samples, b.rows] for b in self.buckets], "seed": self.seed,
-            "batches_per_epoch": self.batches_per_epoch, "lengths_sha256": self._digest}
+    out = {"buckets": [[b.samples, b.rows] for b in self.buckets], "seed": self.seed,
+           "batches_per_epoch": self.batches_per_epoch, "lengths_sha256": self._digest}
+    return out | ({"padded": True} if self.pad else {})
 
   def __getstate__(self):  # picklable (Grain worker processes): the lock and the epoch cache stay behind
     state = dict(self.__dict__)
@@ -167,6 +181,14 @@ class Plan:
     """Per-bucket counts, and the share of the audio of all utterances of at least min_seconds that the
     batches never see: cropped away, or in a bucket too small to fill one batch."""
     usable = int(np.sum(self.lengths[self.lengths >= self._min_samples]))
+    if self.pad:
+      audio = sum(int(np.sum(self.lengths[m])) for _, m in self._filled())
+      padded = sum(b.samples * len(m) for b, m in self._filled())
+      return {"buckets_seconds": [b.samples / SAMPLE_RATE for b in self.buckets], "rows": [b.rows for b in self.buckets],
+              "utterances": [len(m) for m in self.members], "dropped_short": int(np.sum(self.lengths < self._min_samples)),
+              "dropped_long": int(np.sum(self.lengths > self.buckets[-1].samples)),
+              "batches_per_epoch": self.batches_per_epoch, "padding_share": 1.0 - audio / max(padded, 1),
+              "unused_share": 1.0 - audio / max(usable, 1)}
     seen = sum(b.samples * len(m) for b, m in self._filled())
     return {"buckets_seconds": [b.samples / SAMPLE_RATE for b in self.buckets], "rows": [b.rows for b in self.buckets],
             "utterances": [len(m) for m in self.members], "dropped_short": self.dropped,
@@ -192,6 +214,33 @@ def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int
   top = -(-cfg.batch_size // batch_multiple) * batch_multiple
   rows = bucket_rows(samples, top * samples[-1], batch_multiple)
   return Plan(lengths, [Bucket(s, r) for s, r in zip(samples, rows)], seed=cfg.seed, min_samples=min_samples)
+
+
+def padded_lengths(lengths: np.ndarray, num_buckets: int, min_samples: int, max_samples: int) -> list[int]:
+  """Bucket lengths for padded batches: the k/num_buckets quantiles of the utterances' lengths (within
+  [min, max]), rounded up to whole frames; the last covers the longest kept utterance."""
+  kept = np.asarray(lengths)[(np.asarray(lengths) >= min_samples) & (np.asarray(lengths) <= max_samples)]
+  if len(kept) == 0:
+    raise ValueError(f"no utterance between data.min_seconds ({min_samples / SAMPLE_RATE:g} s) and "
+                     f"data.crop_seconds ({max_samples / SAMPLE_RATE:g} s)")
+  qs = np.quantile(kept, np.arange(1, max(num_buckets, 1) + 1) / max(num_buckets, 1), method="higher")
+  return sorted({int(-(-q // FRAME) * FRAME) for q in qs})
+
+
+def make_padded_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = SAMPLE_RATE) -> Plan:
+  """The fine-tuning plan: whole utterances (min_seconds to crop_seconds) padded to the shortest bucket
+  that holds them; `bucket_seconds` (if given) or `num_buckets` quantile lengths; rows per bucket keep
+  the (padded) audio per step near batch_size x the longest bucket."""
+  max_samples = int(round(cfg.crop_seconds * sample_rate))
+  min_samples = int(round(cfg.min_seconds * sample_rate))
+  if cfg.bucket_seconds:
+    samples = sorted({-(-int(round(s * sample_rate)) // FRAME) * FRAME for s in cfg.bucket_seconds})
+  else:
+    samples = padded_lengths(lengths, cfg.num_buckets, min_samples, max_samples)
+  top = -(-cfg.batch_size // batch_multiple) * batch_multiple
+  rows = bucket_rows(samples, top * samples[-1], batch_multiple)
+  return Plan(lengths, [Bucket(s, r) for s, r in zip(samples, rows)], seed=cfg.seed, min_samples=min_samples,
+              pad=True)
 
 
 def lcm(*values: int) -> int:

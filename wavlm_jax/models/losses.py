@@ -33,3 +33,47 @@ def prediction_loss(logits: jax.Array, targets: jax.Array, select: jax.Array):
   ce = -jnp.take_along_axis(logp, rows[..., None], axis=-1)[..., 0]
   correct = jnp.argmax(logits, axis=-1) == rows
   return jnp.sum(jnp.where(select, ce, 0.0)), jnp.sum(select), jnp.sum(select & correct)
+
+
+# ================================================================================================
+# CTC (fine-tuning; docs/downstream.md#ctc-fine-tuning)
+# ================================================================================================
+def ctc_required_frames(labels: jax.Array, label_valid: jax.Array) -> jax.Array:
+  """Frames an alignment of each label sequence needs: its length plus one blank between every pair of
+  equal neighbours. labels (B, L) int, label_valid (B, L) bool -> (B,) int32."""
+  same = (labels[:, 1:] == labels[:, :-1]) & label_valid[:, 1:] & label_valid[:, :-1]
+  return jnp.sum(label_valid, axis=1).astype(jnp.int32) + jnp.sum(same, axis=1).astype(jnp.int32)
+
+
+def ctc_loss(logits: jax.Array, frame_valid: jax.Array | None, labels: jax.Array, *, blank: int = 0):
+  """Per-utterance CTC negative log-likelihood, in fp32, with `zero_infinity` behaviour.
+
+  logits (B, T, V); frame_valid (B, T) True = real frame (None: all); labels (B, L) ids, -1 = padding.
+  Returns (loss (B,), feasible (B,) bool): an utterance whose labels cannot fit its frames has no
+  alignment (infinite loss); its loss is 0 (and it gives no gradient), and `feasible` says so, for
+  counting. (optax.ctc_loss returns ~1e5, not inf, for such an utterance, so it is masked here.)
+  """
+  import optax
+
+  logits = logits.astype(jnp.float32)
+  if frame_valid is None:
+    frame_valid = jnp.ones(logits.shape[:2], bool)
+  label_valid = labels >= 0
+  feasible = ctc_required_frames(labels, label_valid) <= jnp.sum(frame_valid, axis=1)
+  loss = optax.ctc_loss(logits, (~frame_valid).astype(jnp.float32), jnp.maximum(labels, 0),
+                        (~label_valid).astype(jnp.float32), blank_id=blank)
+  return jnp.where(feasible, loss, 0.0), feasible
+
+
+def ctc_reduce(loss: jax.Array, feasible: jax.Array, labels: jax.Array, rows: jax.Array, reduction: str):
+  """One number from per-utterance losses over the real rows (`rows` (B,) bool; filler rows added to
+  fill a batch are False). "sentence": sum / utterances (fairseq's sentence_avg); "sum": the sum
+  (transformers' default); "token": sum / target tokens (fairseq without sentence_avg)."""
+  total = jnp.sum(jnp.where(rows & feasible, loss, 0.0))
+  if reduction == "sum":
+    return total
+  if reduction == "sentence":
+    return total / jnp.maximum(jnp.sum(rows), 1)
+  if reduction == "token":
+    return total / jnp.maximum(jnp.sum(jnp.where(rows[:, None], labels >= 0, False)), 1)
+  raise ValueError(f"CTC reduction {reduction!r}: 'sentence', 'sum' or 'token'")
