@@ -55,3 +55,25 @@ def phone_labels(espeak_data_dir, tmp_path_factory):
       ex = src[i]
       writer.add(ex["id"].decode(), ex["phone_alignment"])
   return str(path)
+
+
+@pytest.fixture(scope="session")
+def main_job(tmp_path_factory):
+  """The README's main job (its first 200 steps) run once per session as a user runs it, on a fresh data
+  dir; tests/test_main_job.py checks it and continues it, fine-tuning starts from a copy of its model."""
+  import shutil
+  import subprocess
+  import sys
+  import types
+  from pathlib import Path
+
+  repo = Path(__file__).resolve().parents[1]
+  tmp = tmp_path_factory.mktemp("main_job")
+  env = dict(os.environ, PYTHONPATH=str(repo), WAVLM_DATA_DIR=str(tmp / "tfds"))
+  cmd = [sys.executable, "-m", "wavlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(tmp / "run"),
+         f"--config.tokenizer.workdir={tmp / 'tok'}", "--config.log_every=20"]
+  first = subprocess.run(cmd + ["--config.total_steps=200"], env=env, cwd=repo, capture_output=True, text=True)
+  model = tmp / "pretrained_200_steps"
+  if first.returncode == 0:
+    shutil.copytree(tmp / "run" / "model", model)
+  return types.SimpleNamespace(tmp=tmp, env=env, cmd=cmd, repo=repo, first=first, model=model)

@@ -3,9 +3,7 @@ labels, pretrains with mixing, writes checkpoints, TensorBoard logs, metrics.jso
 directory; a second command continues from the checkpoint."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,11 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_main_job_learns_and_continues(tmp_path):
-  env = dict(os.environ, PYTHONPATH=str(REPO), WAVLM_DATA_DIR=str(tmp_path / "tfds"))
-  cmd = [sys.executable, "-m", "wavlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),
-         f"--config.tokenizer.workdir={tmp_path / 'tok'}", "--config.log_every=20"]
-  first = subprocess.run(cmd + ["--config.total_steps=200"], env=env, cwd=REPO, capture_output=True, text=True)
+def test_main_job_learns_and_continues(main_job):
+  tmp_path, env, cmd, first = main_job.tmp, main_job.env, main_job.cmd, main_job.first  # conftest.py
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["status"] == "finished" and summary["step"] == 200

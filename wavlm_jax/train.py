@@ -112,10 +112,10 @@ def _entropy(targets, select, mcfg):
   return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1)), 0))
 
 
-def make_train_step(binder, cfg, tx, schedule, labels, mesh, rules):
-  """The pure step (state, batch) -> (state, metrics). Non-finite loss or gradients skip the update."""
-  loss_fn = make_loss_fn(binder, cfg, labels)
-  base_key = jax.random.key(cfg.seed)
+def make_train_step(loss_fn, tx, schedule, seed: int, mesh, rules):
+  """The pure step (state, batch) -> (state, metrics) for `loss_fn(params, batch, key) -> (loss, aux)`.
+  Non-finite loss or gradients skip the update."""
+  base_key = jax.random.key(seed)
 
   def step(state, batch):
     key = jax.random.fold_in(base_key, state["step"])  # per-step randomness from (seed, step)
@@ -172,17 +172,18 @@ class Averages:
 
   KEYS = ("loss", "acc_masked", "acc_unmasked")
 
-  def __init__(self, span: int):
+  def __init__(self, span: int, keys: tuple[str, ...] = KEYS):
     import collections
 
+    self.keys = keys
     self.span, self.count, self.skipped = max(1, span), 0, 0
-    self.head = {k: 0.0 for k in self.KEYS}
+    self.head = {k: 0.0 for k in self.keys}
     self.tail = collections.deque(maxlen=self.span)
 
   def add(self, m: dict) -> None:
-    row = tuple(m[k] for k in self.KEYS)
+    row = tuple(m[k] for k in self.keys)
     if self.count < self.span:
-      for k, v in zip(self.KEYS, row):
+      for k, v in zip(self.keys, row):
         self.head[k] += v
     self.tail.append(row)
     self.count += 1
@@ -192,11 +193,10 @@ class Averages:
     if not self.count:
       return {}
     n_head, tail = min(self.count, self.span), np.mean(np.array(self.tail), axis=0)
-    last = dict(zip(self.KEYS, tail))
-    return {"first_loss": self.head["loss"] / n_head, "final_loss": float(last["loss"]),
-            "first_acc_masked": self.head["acc_masked"] / n_head, "final_acc_masked": float(last["acc_masked"]),
-            "final_acc_unmasked": float(last["acc_unmasked"]), "averaged_over_steps": len(self.tail),
-            "skipped_steps": self.skipped}
+    out = {}
+    for k, last in zip(self.keys, tail):
+      out |= {f"first_{k}": self.head[k] / n_head, f"final_{k}": float(last)}
+    return out | {"averaged_over_steps": len(self.tail), "skipped_steps": self.skipped}
 
 
 class Run(NamedTuple):
@@ -205,18 +205,26 @@ class Run(NamedTuple):
   abstract_state: dict  # ShapeDtypeStructs carrying their shardings (the restore target)
   state_sharding: dict
   init: Callable[[], dict]  # jitted: builds the state directly sharded
-  step: Callable  # jitted, state donated: (state, batch) -> (state, metrics)
+  step: Callable  # jitted, state donated: (state, batch) -> (state, metrics); the first of `steps`
+  steps: dict[str, Callable]  # every jitted step variant by name (fine-tuning has "frozen" and "full")
 
 
-def build(cfg, mesh, rules, labels: labels_lib.LabelSpec) -> Run:
+def build(cfg, mesh, rules, labels: labels_lib.LabelSpec | None = None, *, model_cfg=None, optimizer=None,
+          loss_fns=None, batch_keys=BATCH_KEYS) -> Run:
   """The sharded train state and the jitted step for `cfg` on `mesh`. Parameters and optimizer state
   are created by a jitted init with out_shardings, never materialised on one device. The model's
-  platform-dependent choices are resolved for the mesh's devices, not this host's."""
-  model_cfg = config_lib.for_platform(cfg.model, mesh_lib.platform(mesh))
+  platform-dependent choices are resolved for the mesh's devices, not this host's.
+
+  Pretraining passes `labels`; other programs (fine-tuning) pass `model_cfg`, `optimizer() -> (tx,
+  schedule)` and `loss_fns(binder) -> {name: loss_fn}` (one jitted step per name) and their batch keys."""
+  model_cfg = config_lib.for_platform(model_cfg or cfg.model, mesh_lib.platform(mesh))
   binder = params_lib.Binder(wavlm.abstract(model_cfg))
-  total_steps = cfg.total_steps
-  schedule = optim.schedule(cfg.optim, total_steps)
-  tx = optim.optimizer(cfg.optim, total_steps)
+  if optimizer is None:
+    tx, schedule = optim.optimizer(cfg.optim, cfg.total_steps), optim.schedule(cfg.optim, cfg.total_steps)
+  else:
+    tx, schedule = optimizer()
+  if loss_fns is None:
+    loss_fns = lambda b: {"train": make_loss_fn(b, cfg, labels)}
 
   def init_state():
     params = binder.tree(wavlm.Model(model_cfg, rngs=nnx.Rngs(cfg.seed)))
@@ -230,10 +238,20 @@ def build(cfg, mesh, rules, labels: labels_lib.LabelSpec) -> Run:
   state_sharding = mesh_lib.named(mesh, specs)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
   batch_sharding = NamedSharding(mesh, P(mesh_lib.BATCH))
-  step_fn = make_train_step(binder, cfg, tx, schedule, labels, mesh, rules)
-  step = jax.jit(step_fn, in_shardings=(state_sharding, {k: batch_sharding for k in BATCH_KEYS}),
-                 out_shardings=(state_sharding, None), donate_argnums=0)
-  return Run(binder, schedule, abstract, state_sharding, jax.jit(init_state, out_shardings=state_sharding), step)
+  steps = {name: jax.jit(make_train_step(fn, tx, schedule, cfg.seed, mesh, rules),
+                         in_shardings=(state_sharding, {k: batch_sharding for k in batch_keys}),
+                         out_shardings=(state_sharding, None), donate_argnums=0)
+           for name, fn in loss_fns(binder).items()}
+  return Run(binder, schedule, abstract, state_sharding, jax.jit(init_state, out_shardings=state_sharding),
+             next(iter(steps.values())), steps)
+
+
+def host_params(state) -> dict:
+  """The parameters as host NumPy arrays (a collective over all processes when there are several)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(state["params"], tiled=True)
+  return jax.device_get(state["params"])
 
 
 def train(cfg, workdir: str) -> dict:
@@ -344,11 +362,7 @@ def train(cfg, workdir: str) -> dict:
              "chance_accuracy": 1.0 / max(store.num_classes, 1)}
   summary |= reporter.averages.summary()  # means over the first and last tenth of this run's steps
   if status == "finished":  # the model directory for load_encoder, the tokenizer and conversion
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      params = multihost_utils.process_allgather(state["params"], tiled=True)  # collective: every process
-    else:
-      params = jax.device_get(state["params"])
+    params = host_params(state)  # collective: every process
     if jax.process_index() == 0:
       directory.save_model(Path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
     summary["model"] = str(Path(workdir) / "model")
@@ -377,11 +391,12 @@ class Reporter:
   metrics to its own: with the next step always queued, the device ran this step in between; its FLOPs
   and audio are its own bucket's."""
 
-  def __init__(self, cfg, workdir: str, total_steps: int, start_step: int, peak: float):
+  def __init__(self, cfg, workdir: str, total_steps: int, start_step: int, peak: float, *,
+               keys: tuple[str, ...] = Averages.KEYS, fields=metrics_lib.Progress.FIELDS):
     self.cfg, self.peak = cfg, peak
     self.writer = metrics_lib.Writer(workdir, enabled=jax.process_index() == 0)
-    self.progress = metrics_lib.Progress(total_steps, start_step)
-    self.averages = Averages((total_steps - start_step) // 10)
+    self.progress = metrics_lib.Progress(total_steps, start_step, fields)
+    self.averages = Averages((total_steps - start_step) // 10, keys)
     self._pending, self._done = None, None
 
   def add(self, step: int, device_metrics: dict, host_batch: dict, step_flops: float):
@@ -418,9 +433,9 @@ class Reporter:
     return step, m
 
 
-def _warm_start(state, cfg, state_sharding):
+def _warm_start(state, cfg, state_sharding, model_cfg=None):
   """Parameters from a model directory (e.g. a converted released WavLM); heads it lacks stay fresh."""
-  flat = directory.load_flat_params(cfg.init_from, cfg.model)
+  flat = directory.load_flat_params(cfg.init_from, model_cfg or cfg.model)
   current = params_lib.flatten(state["params"])
   taken, fresh = [], []
   for key, value in current.items():

@@ -3,7 +3,8 @@
   python -m wavlm_jax.convert --from hf      --src HF_DIR        --dst CKPT_DIR
   python -m wavlm_jax.convert --from unilm   --src WavLM-Base.pt --dst CKPT_DIR
   python -m wavlm_jax.convert --from fairseq --src hubert.pt     --dst CKPT_DIR
-  python -m wavlm_jax.convert --to hf        --src CKPT_DIR      --dst HF_DIR
+  python -m wavlm_jax.convert --to hf        --src CKPT_DIR      --dst HF_DIR   (a fine-tuned model: with its
+                                                                    tokenizer, for transformers' ASR pipeline)
   python -m wavlm_jax.convert --to unilm     --src CKPT_DIR      --dst WavLM.pt
 
 Everything is read and checked before anything is written; on error nothing appears at --dst.
@@ -69,6 +70,9 @@ def main(argv=None) -> int:
         dst.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
           formats.write_hf(flat, config, tmp, weight_norm=args.weight_norm_keys)
+          vocab = Path(args.src) / formats.CTC_VOCAB_FILE
+          if config.vocab_size > 0 and vocab.is_file():  # a fine-tuned model: its tokenizer too
+            formats.write_hf_tokenizer(vocab, config, tmp)
           if dst.exists():
             shutil.rmtree(dst)
           shutil.move(tmp, dst)

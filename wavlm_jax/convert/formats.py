@@ -175,6 +175,36 @@ def write_hf(flat: Mapping[str, np.ndarray], config, directory: str | os.PathLik
       "return_attention_mask": config.extractor_mode == "layer_norm"}, indent=2))
 
 
+CTC_VOCAB_FILE = "ctc_vocab.json"  # what fine-tuning saves in a model directory (wavlm_jax.data.vocab)
+
+
+def write_hf_tokenizer(ctc_vocab: str | os.PathLike, config, directory: str | os.PathLike) -> None:
+  """transformers' tokenizer files for a fine-tuned model's CTC vocabulary, so that
+  `pipeline("automatic-speech-recognition", model=DIR)` transcribes: vocab.json plus the config of
+  Wav2Vec2CTCTokenizer (letters: `|` between words) or Wav2Vec2PhonemeCTCTokenizer (phonemes, space-
+  separated, no phonemizer needed). The blank is `<pad>` = 0 = `pad_token_id`."""
+  try:
+    data = json.loads(Path(ctc_vocab).read_text())
+    tokens, kind = list(data["tokens"]), data["kind"]
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ConversionError(f"{ctc_vocab}: not a CTC vocabulary ({e!r})") from None
+  if len(tokens) != config.vocab_size or tokens[0] != "<pad>":
+    raise ConversionError(f"{ctc_vocab}: {len(tokens)} tokens starting {tokens[:1]}, but the CTC head has "
+                          f"{config.vocab_size} outputs and the blank must be <pad> at index 0")
+  directory = Path(directory)
+  (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False, indent=1))
+  common = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+            "do_lower_case": False}
+  if kind == "letters":
+    tok = {"tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|", **common}
+  else:
+    tok = {"tokenizer_class": "Wav2Vec2PhonemeCTCTokenizer", "do_phonemize": False, "phone_delimiter_token": " ",
+           "word_delimiter_token": None, **common}
+  (directory / "tokenizer_config.json").write_text(json.dumps(tok, indent=2))
+  (directory / "special_tokens_map.json").write_text(json.dumps(
+      {k: v for k, v in common.items() if k.endswith("_token")}, indent=2))
+
+
 # ----------------------------------------------------------------------------------------------
 # unilm WavLM and fairseq HuBERT
 # ----------------------------------------------------------------------------------------------

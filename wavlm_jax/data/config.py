@@ -17,7 +17,8 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.prepare = True  # build the embedded eSpeak corpus if absent
   c.audio_key = "audio"  # feature names (catalog datasets differ: librispeech uses "speech")
   c.id_key = "id"
-  c.batching = "duration"  # "duration": buckets, no padding (pretraining); "fixed": crop or pad to crop_seconds
+  c.batching = "duration"  # "duration": buckets, no padding (pretraining); "fixed": crop or pad to crop_seconds;
+  # "padded": whole utterances padded to a few bucket lengths, none longer than crop_seconds (fine-tuning)
   c.crop_seconds = 4.0  # the longest crop (fairseq's max_sample_size)
   c.min_seconds = 2.0  # shorter utterances are never used
   c.batch_size = 8  # global rows at crop_seconds; duration batching keeps batch_size x crop_seconds of audio
@@ -26,6 +27,7 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.normalize = False  # per-utterance waveform normalisation (after mixing)
   c.seed = 0
   c.labels = ""  # a label store directory ("" = no labels)
+  c.transcript_key = ""  # fine-tuning: the transcript field ("" = the vocabulary's: text or phonemes)
   # WavLM denoising (docs/objectives.md#utterance-mixing).
   c.mix_prob = 0.0
   c.noise_prob = 0.0

@@ -8,6 +8,11 @@ every row is real audio (no padding), and only the buckets' shapes ever exist.
     -> this host's rows of batch i: decode, random crop to the bucket, join labels  (seeded by (seed, i, row))
     -> utterance / noise mixing, waveform normalisation                             (seeded by (seed, i, host))
 
+`batching="padded"` (CTC fine-tuning; `buckets.make_padded_plan`): whole utterances, never cropped, each
+zero-padded to the shortest of a few bucket lengths that holds it, with its transcript as vocabulary ids
+(`labels`, -1 padded to one id per 20 ms frame of the bucket) and `label_length`. `eval_batches` reads a
+split once, in length order, for validation and scoring.
+
 `batching="fixed"` (inference, feature extraction, fine-tuning-style padded batches): every utterance of
 at least `min_seconds` is cropped to `crop_seconds` or zero-padded to it, `padding_mask` True on padding.
 
@@ -88,12 +93,14 @@ def open_source(cfg):
 
 
 class _Example:
-  """Per-example work: decode, crop or pad to `crop` samples, join labels. Picklable."""
+  """Per-example work: decode, crop or pad to `crop` samples, join labels (a label store's, or the
+  transcript's vocabulary ids). Picklable."""
 
-  def __init__(self, cfg, store: labels_lib.LabelStore | None):
+  def __init__(self, cfg, store: labels_lib.LabelStore | None, vocab=None):
     self.crop = int(round(cfg.crop_seconds * SAMPLE_RATE))
     self.audio_key, self.id_key = cfg.audio_key, cfg.id_key
-    self.store = store
+    self.store, self.vocab = store, vocab
+    self.transcript_key = (cfg.transcript_key or vocab.field) if vocab is not None else None
 
   def __call__(self, example: dict, rng: np.random.Generator, crop: int | None = None):
     crop = crop or self.crop
@@ -107,6 +114,8 @@ class _Example:
     out["padding_mask"][:len(piece)] = False
     if self.store is not None:
       out["labels"] = self._labels(uid, n, start, crop)
+    if self.vocab is not None:
+      out["labels"], out["label_length"] = transcript_ids(example, self.transcript_key, self.vocab, crop)
     return out
 
   def _labels(self, uid: str, num_samples: int, start: int, crop: int) -> np.ndarray:
@@ -119,6 +128,20 @@ class _Example:
     piece = full[first:first + count]
     out[:len(piece)] = piece
     return out
+
+
+def transcript_ids(example: dict, key: str, vocab, samples: int) -> tuple[np.ndarray, np.int32]:
+  """The transcript's ids, -1 padded to one slot per 20 ms frame of `samples` (more cannot align), and
+  the true length (longer than the slots: the utterance cannot align, and the loss counts it)."""
+  if key not in example:
+    raise KeyError(f"no transcript field {key!r} in the dataset (fields: {sorted(example)}); set "
+                   "data.transcript_key")
+  value = example[key]
+  ids = vocab.encode(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+  slots = samples // buckets_lib.FRAME
+  out = np.full(slots, -1, np.int32)
+  out[:min(len(ids), slots)] = ids[:slots]
+  return out, np.int32(len(ids))
 
 
 class _Mix:
@@ -220,27 +243,28 @@ class _DurationBatches(grain.MapDataset):
     return f"DurationBatches({len(self._plan.buckets)} buckets)"
 
 
-def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1, batch_multiple: int = 1):
-  """The per-host Grain dataset of batches (dicts of NumPy arrays) and, for duration batching, its plan.
-  `batch_multiple`: every global batch is a multiple of it (the trainer passes the data-parallel size)."""
+def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1, batch_multiple: int = 1, vocab=None):
+  """The per-host Grain dataset of batches (dicts of NumPy arrays) and, for duration or padded batching,
+  its plan. `batch_multiple`: every global batch is a multiple of it (the trainer passes the
+  data-parallel size). `vocab`: a CTC vocabulary; batches then carry the transcripts' ids."""
   source = open_source(cfg)
   store = labels_lib.LabelStore(cfg.labels) if cfg.labels else None
   read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch)
   mix = _Mix(cfg, _noises(cfg), process_index)
-  if cfg.batching == "duration":
-    plan = buckets_lib.make_plan(length_index(source, cfg), cfg,
-                                 batch_multiple=buckets_lib.lcm(batch_multiple, process_count))
-    ds = _DurationBatches(source, plan, _Example(cfg, store), mix, cfg, process_index, process_count)
+  if cfg.batching in ("duration", "padded"):
+    make = buckets_lib.make_plan if cfg.batching == "duration" else buckets_lib.make_padded_plan
+    plan = make(length_index(source, cfg), cfg, batch_multiple=buckets_lib.lcm(batch_multiple, process_count))
+    ds = _DurationBatches(source, plan, _Example(cfg, store, vocab), mix, cfg, process_index, process_count)
     return ds.to_iter_dataset(read), plan
   if cfg.batching != "fixed":
-    raise ValueError(f"data.batching={cfg.batching!r}: 'duration' or 'fixed'")
+    raise ValueError(f"data.batching={cfg.batching!r}: 'duration', 'padded' or 'fixed'")
   local = host_batch_size(cfg, process_count)
   if cfg.batch_size % batch_multiple:
     raise ValueError(f"data.batch_size={cfg.batch_size} is not a multiple of {batch_multiple} (data-parallel devices)")
   if cfg.min_seconds > 0:  # before the host split, so that every host drops the same utterances
     lengths = length_index(source, cfg)
     source = _FilteredSource(source, np.flatnonzero(lengths >= int(round(cfg.min_seconds * SAMPLE_RATE))))
-  example = _Example(cfg, store)
+  example = _Example(cfg, store, vocab)
   ds = grain.MapDataset.source(source)
   ds = ds.shuffle(seed=cfg.seed).repeat()  # the same global order on every host, reshuffled every epoch
   ds = ds.random_map(example, seed=cfg.seed)  # crops seeded by the global index
@@ -253,14 +277,14 @@ class HostIterator:
   """This host's batches; `get_state()`/`set_state()` give exact resumption (JSON-serialisable)."""
 
   def __init__(self, cfg, *, process_index: int | None = None, process_count: int | None = None,
-               batch_multiple: int = 1):
+               batch_multiple: int = 1, vocab=None):
     import jax
 
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
     self.config = cfg
     dataset, self.plan = build_dataset(cfg, process_index=self.process_index, process_count=self.process_count,
-                                       batch_multiple=batch_multiple)
+                                       batch_multiple=batch_multiple, vocab=vocab)
     self._iter = iter(dataset)
 
   def shapes(self) -> list[tuple[int, int]]:
@@ -281,7 +305,7 @@ class HostIterator:
     if self.plan is None:
       return {"batching": "fixed", **where, "batch_size": c.batch_size, "processes": self.process_count,
               "crop_seconds": c.crop_seconds, "min_seconds": c.min_seconds, "seed": c.seed}
-    return {"batching": "duration", **where, **self.plan.fingerprint()}
+    return {"batching": c.batching, **where, **self.plan.fingerprint()}
 
   def get_state(self) -> dict:
     """Grain's position plus what it means (the batching and, for duration batching, the plan)."""
@@ -307,6 +331,49 @@ class HostIterator:
 def create_iterator(cfg, **kwargs) -> HostIterator:
   """The function the trainer calls: this host's iterator for a `data` config block."""
   return HostIterator(cfg, **kwargs)
+
+
+def eval_batches(cfg, vocab, *, batch_multiple: int = 1, max_utterances: int = 0):
+  """Every utterance of `cfg.split` once (the first `max_utterances` in source order, if > 0), shortest
+  first, as padded global batches (all hosts get the same batches: validation sets are small) with the
+  transcripts' ids. The bucket lengths are `padded_lengths` of the split, plus the longest utterance's
+  (never dropped: a test set is scored whole); rows per batch keep the padded audio near
+  batch_size x crop_seconds, a multiple of `batch_multiple`. The last batch of a length is filled with
+  copies of its first row, marked `rows` False. Yields dicts: audio, padding_mask, labels, label_length,
+  rows (numeric) and id, transcript (host-side)."""
+  source = open_source(cfg)
+  lengths = length_index(source, cfg)
+  if max_utterances > 0:
+    lengths = lengths[:max_utterances]
+  if len(lengths) == 0:
+    return
+  key = cfg.transcript_key or vocab.field
+  example = _Example(cfg, None, vocab)
+  longest = -(-int(lengths.max()) // buckets_lib.FRAME) * buckets_lib.FRAME
+  sizes = sorted(set(buckets_lib.padded_lengths(lengths, cfg.num_buckets, 0, int(lengths.max()))) | {longest})
+  budget = -(-cfg.batch_size // batch_multiple) * batch_multiple * int(round(cfg.crop_seconds * SAMPLE_RATE))
+  order = np.argsort(lengths, kind="stable")
+  which = np.searchsorted(sizes, lengths[order], side="left")
+  rng = np.random.default_rng(0)  # unused: no crop happens (every bucket holds its utterances)
+  for b, samples in enumerate(sizes):
+    members = order[which == b]
+    rows = buckets_lib.bucket_rows([samples], budget, batch_multiple)[0]
+    for i in range(0, len(members), rows):
+      chunk = list(members[i:i + rows])
+      examples = [source[int(j)] for j in chunk]
+      parts = [example(ex, rng, samples) for ex in examples]
+      batch = {k: np.stack([p[k] for p in parts] + [parts[0][k]] * (rows - len(parts))) for k in
+               ("audio", "padding_mask", "labels", "label_length")}
+      if cfg.normalize:
+        batch["audio"] = normalize_waveform(batch["audio"], batch["padding_mask"], xp=np)
+      batch["rows"] = np.arange(rows) < len(parts)
+      batch["id"] = [p["id"] for p in parts]
+      batch["transcript"] = [_text(ex[key]) for ex in examples]
+      yield batch
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def to_global(batch: dict, sharding) -> dict:

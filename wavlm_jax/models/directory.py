@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 import numpy as np
@@ -37,8 +37,9 @@ def _local_checkpointer() -> ocp.StandardCheckpointer:
 
 
 def save_model(directory: str | os.PathLike, flat_params: Mapping[str, np.ndarray], config, *,
-               overwrite: bool = False) -> Path:
-  """Writes parameters (flat, either layer layout) and config as a model directory, atomically."""
+               overwrite: bool = False, extra: Callable[[Path], object] | None = None) -> Path:
+  """Writes parameters (flat, either layer layout) and config as a model directory, atomically.
+  `extra(dir)` writes more files into it before it is moved into place (a CTC vocabulary)."""
   directory = Path(directory).absolute()
   if directory.exists() and any(directory.iterdir()) and not overwrite:
     raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True / --overwrite)")
@@ -54,6 +55,8 @@ def save_model(directory: str | os.PathLike, flat_params: Mapping[str, np.ndarra
       ckptr.save(tmp / PARAMS_DIR, params_lib.nest({k: np.asarray(v, np.float32) for k, v in flat.items()}))
       ckptr.wait_until_finished()
     (tmp / CONFIG_FILE).write_text(model_config_lib.to_json(config))
+    if extra is not None:
+      extra(tmp)
     if directory.exists():
       shutil.rmtree(directory)
     os.replace(tmp, directory)

@@ -47,16 +47,19 @@ class Writer:
 
 
 class Progress:
-  """A console line per log period: step, loss, accuracy, throughput and ETA."""
+  """A console line per log period: step, the `fields` ((label, metric key, format) triples),
+  throughput and ETA."""
 
-  def __init__(self, total_steps: int, first_step: int):
-    self.total, self.first, self.start = total_steps, first_step, time.time()
+  FIELDS = (("loss", "loss", ".4f"), ("acc_m", "acc_masked", ".3f"), ("acc_u", "acc_unmasked", ".3f"),
+            ("lr", "learning_rate", ".2e"))
+
+  def __init__(self, total_steps: int, first_step: int, fields=FIELDS):
+    self.total, self.first, self.start, self.fields = total_steps, first_step, time.time(), fields
 
   def line(self, step: int, m: Mapping[str, float]) -> str:
     done = step - self.first
     elapsed = time.time() - self.start
     eta = elapsed / max(done, 1) * (self.total - step)
-    return (f"step {step:>7}/{self.total}  loss {m.get('loss', float('nan')):.4f}  "
-            f"acc_m {m.get('acc_masked', float('nan')):.3f}  acc_u {m.get('acc_unmasked', float('nan')):.3f}  "
-            f"lr {m.get('learning_rate', 0):.2e}  {m.get('audio_seconds_per_second', 0):,.0f} audio-s/s  "
+    values = "  ".join(f"{label} {m.get(key, float('nan')):{fmt}}" for label, key, fmt in self.fields)
+    return (f"step {step:>7}/{self.total}  {values}  {m.get('audio_seconds_per_second', 0):,.0f} audio-s/s  "
             f"mfu {m.get('mfu', 0):.1%}  eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")

@@ -1,0 +1,135 @@
+"""CTC fine-tuning end to end, through the command lines the README gives: the encoder frozen for the
+first updates (bit-identical) and the CNN throughout, resume from the checkpoint, a phoneme recognizer
+whose validation PER falls far below the untrained head's, `python -m wavlm_jax.evaluate` (greedy and
+beam), and the transformers export transcribing exactly as we do."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FREEZE = 10
+
+
+def _run(args, env, timeout=900):
+  out = subprocess.run([sys.executable, "-m", *args], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=timeout)
+  assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+  return out
+
+
+@pytest.fixture(scope="module")
+def env(espeak_data_dir, tmp_path_factory):
+  return dict(os.environ, PYTHONPATH=str(REPO), WAVLM_DATA_DIR=espeak_data_dir,
+              HOME=str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="module")
+def init_model(main_job):
+  """The main job's model after 200 steps (conftest.py; a random model stays in CTC's all-blank phase
+  for longer than this test runs)."""
+  assert main_job.first.returncode == 0, main_job.first.stderr[-3000:]
+  return main_job.model
+
+
+@pytest.fixture(scope="module")
+def run(init_model, env, tmp_path_factory):
+  """Fine-tune in two commands: the freeze period (10 updates), then on to step 300 from its checkpoint.
+  Masks off and a held learning rate: the test checks the machinery, in few steps."""
+  workdir = tmp_path_factory.mktemp("ft") / "run"
+  base = ["wavlm_jax.finetune", "--config", "configs/finetune/tiny.py:phonemes", "--workdir", str(workdir),
+          f"--config.init_from={init_model}", "--config.data.dataset=espeak_speech/tiny",
+          f"--config.optim.freeze_steps={FREEZE}", "--config.eval.every_steps=100", "--config.log_every=50",
+          "--config.checkpoint.every_steps=100", "--config.optim.peak_lr=3e-3", "--config.data.num_buckets=2",
+          "--config.model_overrides.mask_prob=0", "--config.model_overrides.mask_channel_prob=0",
+          "--config.optim.phase_ratio=(0.1,0.8,0.1)"]
+  _run(base + [f"--config.total_steps={FREEZE}", "--config.eval.at_start=true"], env)
+  frozen = {"summary": json.loads((workdir / "summary.json").read_text())}
+  from wavlm_jax.models import directory
+
+  frozen["params"] = directory.load_flat_params(workdir / "model")
+  second = _run(base + ["--config.total_steps=300"], env)
+  return {"workdir": workdir, "frozen": frozen, "log": second.stdout,
+          "summary": json.loads((workdir / "summary.json").read_text())}
+
+
+def test_freeze_then_train_then_resume(run, init_model):
+  from wavlm_jax.models import directory
+
+  init = directory.load_flat_params(init_model)
+  during, after = run["frozen"]["params"], directory.load_flat_params(run["workdir"] / "model")
+  backbone = [k for k in init if k.startswith("wavlm/")]
+  cnn = [k for k in backbone if k.startswith("wavlm/feature_extractor")]
+  assert cnn and len(backbone) > len(cnn)
+  for k in backbone:  # the whole encoder bit-identical while frozen
+    assert np.array_equal(during[k], init[k]), k
+  assert not np.array_equal(during["ctc_head/lm_head/kernel"], after["ctc_head/lm_head/kernel"])
+  for k in cnn:  # the CNN never moves (feature_grad_mult 0: no optimizer step at all)
+    assert np.array_equal(after[k], init[k]), k
+  moved = [k for k in backbone if k not in cnn and not np.array_equal(after[k], init[k])]
+  assert len(moved) > 0.8 * (len(backbone) - len(cnn))  # the encoder trains after the unfreeze
+  assert not any(k.startswith("pretrain_head") for k in after)  # pre-training heads dropped
+  assert f"resumed from {run['workdir']}/checkpoints at step {FREEZE}" in run["log"]
+  assert run["summary"]["status"] == "finished" and run["summary"]["step"] == 300
+
+
+def test_phoneme_error_rate_falls_far_below_the_untrained_head(run):
+  initial = run["frozen"]["summary"]["initial_per"]
+  s = run["summary"]
+  assert initial > 0.9, initial  # an untrained head: (nearly) nothing right
+  assert s["final_per"] < min(0.85, 0.4 * initial), s  # 0.68 measured (2.62 untrained)
+  best = json.loads((run["workdir"] / "best.json").read_text())
+  assert best["metric"] == "per" and best["value"] <= s["final_per"] + 1e-9
+  assert (run["workdir"] / "best" / "ctc_vocab.json").is_file()
+  rows = [json.loads(line) for line in (run["workdir"] / "metrics.jsonl").read_text().splitlines()]
+  assert any("val/per" in r for r in rows) and any("infeasible" in r for r in rows)
+
+
+def test_evaluate_greedy_and_beam(run, env, tmp_path):
+  model = run["workdir"] / "best"
+  _run(["wavlm_jax.evaluate", "--model", str(model), "--dataset", "espeak_speech/tiny", "--split", "test",
+        "--output", str(tmp_path / "greedy")], env)
+  greedy = json.loads((tmp_path / "greedy" / "scores.json").read_text())
+  assert greedy["decoding"] == "greedy" and greedy["utterances"] == 10 and 0 <= greedy["per"] < 0.95
+  hyps = (tmp_path / "greedy" / "hypotheses.txt").read_text().splitlines()
+  refs = (tmp_path / "greedy" / "references.txt").read_text().splitlines()
+  assert len(hyps) == len(refs) == 10 and all("\t" in line for line in hyps)
+  _run(["wavlm_jax.evaluate", "--model", str(model), "--dataset", "espeak_speech/tiny", "--split", "test",
+        "--beam", "--output", str(tmp_path / "beam")], env)
+  beam = json.loads((tmp_path / "beam" / "scores.json").read_text())
+  assert beam["decoding"] == "beam" and beam["greedy"]["per"] == pytest.approx(greedy["per"])
+  assert beam["per"] <= greedy["per"] + 0.05
+  bad = subprocess.run([sys.executable, "-m", "wavlm_jax.evaluate", "--model", str(tmp_path), "--dataset",
+                        "espeak_speech/tiny"], env=env, cwd=REPO, capture_output=True, text=True)
+  assert bad.returncode == 2 and "ctc_vocab.json" in bad.stderr
+
+
+def test_transformers_export_transcribes_identically(run, env, espeak_data_dir, tmp_path):
+  import tensorflow_datasets as tfds
+  import transformers
+
+  import wavlm_jax
+  from wavlm_jax import audio
+  from wavlm_jax.data.vocab import Vocabulary
+  from wavlm_jax.decoding import greedy
+  from wavlm_jax.models import directory
+
+  model_dir = run["workdir"] / "best"
+  _run(["wavlm_jax.convert", "--to", "hf", "--src", str(model_dir), "--dst", str(tmp_path / "hf")], env)
+  asr = transformers.pipeline("automatic-speech-recognition", model=str(tmp_path / "hf"), device="cpu")
+  vocab = Vocabulary.load(model_dir)
+  model = directory.load_model(model_dir)
+  del wavlm_jax
+  source = tfds.data_source("espeak_speech/tiny", split="test", data_dir=espeak_data_dir)
+  for i in range(4):
+    wave = audio.to_float(np.asarray(source[i]["audio"]))
+    out = model(wave[None])
+    logits = np.asarray(model.ctc_logits(out))
+    ours = vocab.decode(greedy.decode(logits, [logits.shape[1]])[0])
+    theirs = asr({"raw": wave, "sampling_rate": 16000})["text"]
+    assert " ".join(theirs.split()) == ours, (theirs, ours)
