@@ -189,7 +189,7 @@ def test_beam_search_with_lm_beats_greedy_on_noisy_emissions(sentences, tmp_path
   for i, e in enumerate(emissions):
     batch[i, :len(e)] = e
   greedy_wer = score.error_rates(refs, [vocab.decode(p) for p in greedy.decode(batch, lengths)], "letters")["wer"]
-  decoder = beam.BeamDecoder(vocab, WORDS, lm_path=str(tmp_path / "lm.arpa"))
+  decoder = beam.BeamDecoder(vocab, [w.lower() for w in WORDS], lm_path=str(tmp_path / "lm.arpa"))  # normalised
   beam_wer = score.error_rates(refs, decoder.decode(batch, lengths), "letters")["wer"]
   assert beam_wer < 0.6 * greedy_wer, (beam_wer, greedy_wer)
   with pytest.raises(ValueError, match="letter vocabulary"):
@@ -201,3 +201,31 @@ def test_scores_with_jiwer():
   assert s["wer"] == pytest.approx(2 / 5) and s["words"] == 5
   p = score.error_rates(["h @ l", ""], ["h l", "x"], "phonemes")
   assert p["per"] == pytest.approx(1 / 3) and p["empty_references"] == 1
+
+
+def test_finetune_optimizer_state_is_sharded_like_its_parameters():
+  """Adam moments under optax.multi_transform (group names in their paths) take their parameter's
+  sharding, not a replicated copy on every device."""
+  from configs.finetune.common import finetune_config
+  from wavlm_jax import finetune, train
+  from wavlm_jax.models import config as config_lib
+  from wavlm_jax.training import mesh as mesh_lib
+
+  cfg = finetune_config(total_steps=10)
+  model_cfg = config_lib.model_card("tiny", num_label_classes=0, vocab_size=32, feature_grad_mult=0.0)
+  mesh = mesh_lib.make_mesh({"data": 1, "fsdp": 8, "tensor": 1})
+  run = train.build(cfg, mesh, mesh_lib.rules_for("fsdp"), model_cfg=model_cfg, batch_keys=finetune.BATCH_KEYS,
+                    optimizer=lambda: optim.finetune_optimizer(cfg.optim, 10, finetune.parameter_group(model_cfg)),
+                    loss_fns=lambda b: {"full": finetune.make_loss_fn(b, cfg, frozen=False)})
+  params = run.state_sharding["params"]
+  kernel = params["ctc_head"]["lm_head"]["kernel"].spec
+  assert any(axis is not None for axis in kernel)  # sharded over fsdp at all
+  found = []
+
+  def check(path, sharding):
+    keys = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+    if keys[-3:] == ["ctc_head", "lm_head", "kernel"]:
+      found.append(sharding.spec)
+
+  jax.tree_util.tree_map_with_path(check, run.state_sharding["opt_state"])
+  assert len(found) == 2 and all(spec == kernel for spec in found), found  # mu and nu

@@ -92,7 +92,8 @@ def evaluate(args) -> dict:
                                       encoding="utf-8")
   (out / "references.txt").write_text("".join(f"{r['id']}\t{clean(r['reference'])}\n" for r in result.records),
                                       encoding="utf-8")
-  decoding = "greedy" if decoder is None else ("beam+lexicon+lm" if args.lm else "beam")
+  decoding = "greedy" if decoder is None else ("beam+lexicon+lm" if args.lm else
+                                               "beam+lexicon" if args.lexicon else "beam")
   scores = {"model": str(args.model), "dataset": args.dataset, "split": args.split, "vocabulary": vocab.kind,
             "decoding": decoding, **result.scores, "seconds": seconds}
   if decoder is not None:
@@ -119,8 +120,10 @@ def parse(argv):
   p.add_argument("--dataset", required=True, help="a prepared TFDS dataset, e.g. espeak_speech/small")
   p.add_argument("--split", default="test")
   p.add_argument("--data-dir", default="", help="default: $WAVLM_DATA_DIR, $TFDS_DATA_DIR, ~/tensorflow_datasets")
-  p.add_argument("--lm", default="", help="an ARPA (or KenLM binary) word language model: lexicon beam search")
-  p.add_argument("--lexicon", default="", help="words allowed by the beam search (one per line; default: the LM's)")
+  p.add_argument("--lm", default="", help="an ARPA (or, with --lexicon, KenLM binary) word language model: "
+                 "lexicon beam search")
+  p.add_argument("--lexicon", default="", help="words allowed by the beam search (one per line; default: the ARPA "
+                 "file's unigrams)")
   p.add_argument("--beam", action="store_true", help="beam search without a language model")
   p.add_argument("--lm-weight", type=float, default=2.0)
   p.add_argument("--word-score", type=float, default=-1.0)

@@ -2,7 +2,7 @@
 with fairseq's recipe semantics, on the pretraining trainer's mesh, state, checkpointer and reporter.
 
     python -m wavlm_jax.finetune --config configs/finetune/tiny.py --workdir runs/ft_tiny
-    python -m wavlm_jax.finetune --config configs/finetune/hubert_base_10h.py --workdir gs://b/ft \
+    python -m wavlm_jax.finetune --config configs/finetune/hubert_base_10h.py --workdir runs/hubert_base_10h \
         --config.init_from=models/hubert_base --config.data.dataset=librispeech_dir/train10h
 
 Read top to bottom: config -> mesh -> vocabulary -> model config -> data -> model and optimizer (built
@@ -32,6 +32,7 @@ from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from wavlm_jax import cli, data, recognize, train  # noqa: E402
@@ -69,7 +70,11 @@ def transcripts(cfg, split: str):
 def vocabulary(cfg, workdir: str) -> Vocabulary:
   """The run's vocabulary: the workdir's (a resumed run), else built from the training transcripts."""
   if (Path(workdir) / "ctc_vocab.json").is_file():
-    return Vocabulary.load(workdir)
+    vocab = Vocabulary.load(workdir)
+    if vocab.kind != cfg.vocab.kind:
+      raise ValueError(f"{workdir}/ctc_vocab.json holds a {vocab.kind} vocabulary but config.vocab.kind="
+                       f"{cfg.vocab.kind!r}; use another workdir")
+    return vocab
   vocab = Vocabulary.build(transcripts(cfg, cfg.data.split), cfg.vocab.kind)
   if jax.process_index() == 0:
     vocab.save(workdir)
@@ -157,6 +162,9 @@ def finetune(cfg, workdir: str) -> dict:
       f"({model_cfg.num_layers} layers, {model_cfg.embed_dim} wide), CTC head over {len(vocab)}")
 
   # ---- Data ----------------------------------------------------------------------------------
+  if cfg.data.batching != "padded":
+    raise ValueError(f"config.data.batching={cfg.data.batching!r}: fine-tuning needs 'padded' (whole utterances; "
+                     "a crop would cut the audio but not its transcript)")
   data_cfg = cfg.data.copy_and_resolve_references()
   with data_cfg.unlocked():
     data_cfg.normalize = bool(model_cfg.normalize_waveform)  # as the model was pretrained (fairseq asserts it)
@@ -209,7 +217,11 @@ def finetune(cfg, workdir: str) -> dict:
   def keep_if_best(step: int, scores: dict):
     nonlocal best
     value = scores.get(f"val/{metric}")
-    if value is None or (best is not None and value >= best["value"]):
+    improved = value is not None and (best is None or value < best["value"])
+    if jax.process_count() > 1:  # process 0 decides (its best.json), so every process saves or none does
+      from jax.experimental import multihost_utils
+      improved = bool(multihost_utils.broadcast_one_to_all(np.array(improved)))
+    if not improved:
       return
     save_model(Path(workdir) / "best", state, model_cfg, vocab)  # collective on several processes
     best = {"step": step, "metric": metric, "value": value}

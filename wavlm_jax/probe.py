@@ -137,9 +137,15 @@ def run_task(args, task, extractor, workdir: Path) -> dict:
     result = tasks.fit(task, data, probe, batches["train"], batches["validation"], lr=lr, steps=steps,
                        eval_every=args.eval_every, seed=args.seed, devices=args.train_devices)
     runs.append({"lr": lr, "validation": result.validation, "best_step": result.best_step,
-                 "seconds": round(result.seconds, 1), "history": result.history})
+                 "seconds": round(result.seconds, 1), "history": result.history, "diverged": result.diverged})
+    if result.diverged:
+      continue
     if best is None or tasks.better(task, result.validation[task.metric], best.validation[task.metric]):
       best = result
+  if best is None:
+    tried = ", ".join(f"{r['lr']:g}" for r in runs)
+    raise ValueError(f"{task.name}: the loss went non-finite at every learning rate tried ({tried}); try "
+                     "smaller ones (--lr / --lr-sweep)")
   test = tasks.evaluate(task, data, "test", tasks.predict(best.probe, batches["test"], args.train_devices))
   return {
       "task": task.name, "title": task.title, "metric": task.metric, "higher_is_better": task.higher_is_better,
@@ -180,7 +186,7 @@ def main(argv=None) -> int:
   if not (model / "config.json").is_file():
     print(f"error: --model {model}: no config.json; not a wavlm_jax model directory", file=sys.stderr)
     return 2
-  workdir = Path(args.workdir or Path("runs/probe") / model.absolute().name)
+  workdir = Path(args.workdir or Path("runs/probe") / features.model_name(model))
   workdir.mkdir(parents=True, exist_ok=True)
   out = workdir / "results.json"
   results = json.loads(out.read_text()) if out.is_file() else {}
@@ -200,7 +206,7 @@ def main(argv=None) -> int:
     results[task.name] = {**this_run[task.name], "model": str(model.absolute())}
     out.write_text(json.dumps(results, indent=1))
   plots.layer_weights({k: v["layer_weights"] for k, v in results.items()}, workdir / "layer_weights.png",
-                      title=f"learned layer weights: {model.absolute().name} on {args.dataset}")
+                      title=f"learned layer weights: {features.model_name(model)} on {args.dataset}")
   print(table(this_run))
   print(f"results: {out}; plot: {workdir / 'layer_weights.png'} ({time.time() - start:.0f} s)")
   return 0

@@ -48,11 +48,10 @@ class Result:
     return self.scores.get(score.headline(kind), float("nan"))
 
 
-def _local_rows(batch: dict, key: str) -> np.ndarray:
-  """This process's rows of a global batch that every process holds."""
-  rows = len(batch[key])
-  local = rows // jax.process_count()
-  return batch[key][jax.process_index() * local:(jax.process_index() + 1) * local]
+def _global(value: np.ndarray, sharding) -> jax.Array:
+  """A global array from a batch every process holds whole: each device gets its own rows, wherever the
+  mesh puts it (rows stay attached to their ids and transcripts)."""
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def _fetch(x) -> np.ndarray:
@@ -70,8 +69,7 @@ def transcribe(forward, params, batches: Iterable[dict], vocab: Vocabulary, mesh
   records, infeasible = [], 0
   emissions = []
   for batch in batches:
-    arrays = [jax.make_array_from_process_local_data(sharding, _local_rows(batch, k))
-              for k in ("audio", "padding_mask")]
+    arrays = [_global(batch[k], sharding) for k in ("audio", "padding_mask")]
     log_probs, lengths = forward(params, *arrays)
     log_probs, lengths = _fetch(log_probs), _fetch(lengths)
     n = int(np.sum(batch["rows"]))

@@ -145,10 +145,16 @@ def make_train_step(loss_fn, tx, schedule, seed: int, mesh, rules):
 
 
 def _opt_specs(opt_abstract, param_specs_flat):
-  """Optimizer-state specs: leaves that mirror a parameter take its spec; counters are replicated."""
+  """Optimizer-state specs: leaves that mirror a parameter take its spec; counters are replicated. The
+  parameter path is the longest suffix of the leaf's dict keys that names a parameter (optax's
+  multi_transform puts the group name in front)."""
   def spec(path, leaf):
-    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
-    return param_specs_flat.get("/".join(map(str, keys)), P())
+    keys = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+    for i in range(len(keys)):
+      found = param_specs_flat.get("/".join(keys[i:]))
+      if found is not None:
+        return found
+    return P()
   return jax.tree_util.tree_map_with_path(spec, opt_abstract)
 
 

@@ -9,8 +9,8 @@ or a pretraining run's model/). The dataset: LibriLight's 10 h split prepared wi
 (or set data.split / eval.split to a dev-other you prepared).
 Recipe: 25k updates, Adam (0.9, 0.98, eps 1e-8), lr 2e-5 tri-stage (warmup 8k, decay 72k, final 0.05),
 encoder frozen 10k updates, CNN frozen throughout, masks 0.75/10 and channel 0.5/64, LayerDrop 0.1, CTC
-sentence-averaged, 200 s of audio per step per GPU on 8 GPUs (fairseq's max_tokens 3.2M x 8 GPUs: here
-batch_size x crop_seconds = 1,600 s per step across the data-parallel devices).
+sentence-averaged, 200 s of audio per step per GPU on 8 GPUs (fairseq's max_tokens 3.2M x 8 GPUs =
+1,600 s per step: here batch_size x the longest bucket, 46 x 35 s = 1,610 s of padded audio per step).
 Healthy run: validation WER flat (~100%) while only the head trains, falling fast after the unfreeze at
 10k; the HuBERT paper reports 9.6/5.9 (dev-clean with a 4-gram LM) for Base on 10 h.
 """
@@ -22,7 +22,7 @@ from wavlm_jax.data.config import data_config
 def get_config(arg=None):
   del arg
   data = data_config(dataset="librispeech_dir/train10h", batching="padded", crop_seconds=35.0, min_seconds=0.0,
-                     batch_size=64, num_buckets=8, num_threads=16, prefetch=8)
+                     batch_size=46, num_buckets=8, num_threads=16, prefetch=8)
   c = finetune_config(kind="letters", data=data)
   c.eval.every_steps = 1000
   return c

@@ -112,7 +112,7 @@ def main(argv=None) -> int:
   if not (model / "config.json").is_file():
     print(f"error: --model {model}: no config.json; not a wavlm_jax model directory", file=sys.stderr)
     return 2
-  workdir = Path(args.workdir or Path("runs/layerwise") / model.absolute().name)
+  workdir = Path(args.workdir or Path("runs/layerwise") / features.model_name(model))
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   extractor = features.Extractor(model, batch_size=args.extract_batch_size, levels=args.length_levels)
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
             "lr": {"phone": args.phone_lr, "speaker": args.speaker_lr}, "clusters": args.clusters if args.pnmi else None, "hidden_states": entries,
             "chance": chance, "notes": notes}
   (workdir / "layerwise.json").write_text(json.dumps(result, indent=1))
-  plots.layer_curves(curves, workdir / "layerwise.png", title=f"{model.absolute().name} on {args.dataset}",
+  plots.layer_curves(curves, workdir / "layerwise.png", title=f"{features.model_name(model)} on {args.dataset}",
                      chance=chance)
   names = list(curves)
   print(f"{'state':>5} " + " ".join(f"{n:>17}" for n in names))

@@ -133,7 +133,8 @@ class Vocabulary:
 
   def decode(self, ids: Sequence[int]) -> str:
     """Ids (already collapsed, blanks removed) -> text: words for letters, space-separated phones."""
-    toks = [self.tokens[i] for i in ids if 0 <= i < len(self.tokens) and i not in (0, 1, 2)]
+    toks = [self.tokens[i] for i in ids if len(SPECIALS) <= i < len(self.tokens)]  # specials dropped, as
+    # transformers' tokenizers decode with skip_special_tokens
     if self.kind == "letters":
       return " ".join(w for w in "".join(toks).split(WORD_DELIMITER) if w)
     return " ".join(toks)

@@ -36,7 +36,7 @@ class BeamDecoder:
         raise ValueError("a lexicon and word language model need a letter vocabulary (with `|` between words); "
                          f"this one is {vocab.kind}")
       lexicon = {}
-      for w in sorted(set(words)):
+      for w in sorted({vocab.reference(w) for w in words} - {""}):  # the scorer's spelling (upper case)
         spelling = vocab.units(w)
         if spelling and all(u in vocab.tokens for u in spelling):
           lexicon[w] = [spelling + [WORD_DELIMITER]]

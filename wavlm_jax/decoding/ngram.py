@@ -8,7 +8,7 @@ weight), so KenLM (flashlight-text's decoder) reads it.
 
 Why here: no maintained Python package estimates ARPA correctly (`arpabo` 0.3.0 writes every backoff
 weight as 0; the `kenlm` wheels hold the query library without `lmplz`), so this is the estimator; it is
-checked by the normalisation of every context's distribution (tests/test_decoding.py).
+checked by the normalisation of every context's distribution (tests/test_ctc.py).
 
 Words are the scorer's (wavlm_jax.data.vocab: upper case, punctuation dropped), so that the lexicon,
 the language model and the references agree. Pure Python: fine up to a few million words (LibriSpeech's

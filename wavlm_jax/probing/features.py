@@ -363,6 +363,14 @@ def dataset_features(extractor: Extractor, dataset: str, split: str, workdir: st
   from wavlm_jax.data import paths
 
   source = DatasetAudio(open_split(dataset, split, data_dir), audio_field=audio_field, name=dataset)
-  key = {"dataset": dataset, "data_dir": str(Path(paths.data_dir(data_dir)).absolute()), "split": split}
+  key = {"dataset": dataset, "data_dir": str(Path(paths.data_dir(data_dir)).absolute()), "split": split,
+         "audio_field": audio_field, "utterances": len(source)}  # a re-prepared dataset of another size: new
   return extract(extractor, source, Path(workdir) / "features" / slug(dataset) / slug(split), key, dtype=dtype,
                  max_seconds=max_seconds, max_utterances=max_utterances, log=log)
+
+
+def model_name(model: str | os.PathLike) -> str:
+  """A model directory's name for default workdirs and titles, with its parent's for the generic names
+  training writes (runs/ft_tiny/best -> ft_tiny_best, runs/tiny/model -> tiny_model)."""
+  model = Path(model).absolute()
+  return f"{model.parent.name}_{model.name}" if model.name in ("model", "best") else model.name

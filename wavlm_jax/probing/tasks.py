@@ -321,8 +321,10 @@ class Batches:
       target = self.targets[m]
       if self.kind == UTTERANCE:
         labels[row] = target
-      else:
-        labels[row, :len(target)] = target[:t]
+      elif self.kind == CTC:
+        labels[row, :len(target)] = target  # the row is as wide as the longest target
+      else:  # per frame
+        labels[row, :min(len(target), t)] = target[:t]
     return {"hidden": hidden, "valid": valid, "rows": rows, "labels": labels}
 
   def in_order(self):
@@ -356,6 +358,7 @@ class FitResult:
   probe: Probe
   history: list[dict]
   seconds: float
+  diverged: bool = False  # the loss went non-finite before any validation: no usable parameters
 
 
 def _mesh(devices: int) -> Mesh:
@@ -454,6 +457,10 @@ def fit(task: Task, data: TaskData, probe: Probe, train: Batches, validation: Ba
         break
       if best_state is None or better(task, metrics[task.metric], best[task.metric]):
         best, best_state, best_step = metrics, jax.device_get(params), i
+  if best_state is None:  # diverged before its first validation
+    worst = -math.inf if task.higher_is_better else math.inf
+    return FitResult(lr, {task.metric: worst}, 0, [float(w) for w in probe.featurizer.layer_weights()], probe,
+                     history, time.time() - start, diverged=True)
   nnx.update(probe, best_state)
   return FitResult(lr, best, best_step, [float(w) for w in probe.featurizer.layer_weights()], probe, history,
                    time.time() - start)
