@@ -26,7 +26,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import json  # noqa: E402
-import signal  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -251,41 +250,26 @@ def finetune(cfg, workdir: str) -> dict:
   reporter = train.Reporter(cfg, workdir, total_steps, start_step, peak, keys=("loss", "infeasible"), fields=FIELDS)
   if initial:
     reporter.writer.scalars(start_step, initial)
-  stop = {"signal": None}
-  previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-  step, status, last_scores = start_step, "finished", {}
-  try:
+  step, last_scores = start_step, {}
+  with train.LoopGuard(cfg, ckpt, reporter, workdir, total_steps) as guard:
     while step < total_steps:
       data_state = iterator.get_state()
       samples = batch["audio"].shape[1]
       phase = "frozen" if step < cfg.optim.freeze_steps else "full"
       state, step_metrics = compiled[phase, samples](state, batch)
       step += 1
-      reported = reporter.add(step, step_metrics, host_batch, step_flops[samples])
-      if reported is not None and reported[1]["bad_streak"] >= cfg.nan_patience:
-        ckpt.wait()
-        raise train.NonFiniteError(f"{cfg.nan_patience} non-finite steps in a row, the last at step {reported[0]}; "
-                                   f"the last good checkpoint is step {ckpt.latest_step()} in {workdir}/checkpoints")
+      guard.check(reporter.add(step, step_metrics, host_batch, step_flops[samples]))
       if step % cfg.eval.every_steps == 0 or step == total_steps:
         reporter.flush()
         last_scores = validate(step)
         reporter.writer.scalars(step, last_scores)
         keep_if_best(step, last_scores)
-      preempted = train._preempted(stop, step, cfg.checkpoint.preemption_check_every, total_steps)
-      if step % cfg.checkpoint.every_steps == 0 or preempted or step == total_steps:
-        ckpt.save(step, state, data_state, cfg.to_dict(), force=True)
-      if preempted:
-        status = "preempted"
-        log(f"signal {stop['signal']}: saved a checkpoint at step {step} and stopping; rerun the same command "
-            "to resume")
+      if guard.end_of_step(step, state, data_state):
         break
       if step < total_steps:
         host_batch, batch = next_batch()
     reporter.flush()
-  finally:
-    signal.signal(signal.SIGTERM, previous_handler)
-    ckpt.close()
-    reporter.close()
+  status = guard.status
 
   # ---- Finish -------------------------------------------------------------------------------
   summary = {"status": status, "step": step, "workdir": workdir, "vocabulary": vocab.kind,

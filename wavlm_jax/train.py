@@ -329,38 +329,20 @@ def train(cfg, workdir: str) -> dict:
 
   # ---- Loop ---------------------------------------------------------------------------------
   reporter = Reporter(cfg, workdir, total_steps, start_step, peak)
-  stop = {"signal": None}
-  previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
   step = start_step
-  status = "finished"
-  try:
+  with LoopGuard(cfg, ckpt, reporter, workdir, total_steps) as guard:
     while step < total_steps:
       data_state = iterator.get_state()  # the iterator position *after* this step's batch
       samples = batch["audio"].shape[1]
       state, step_metrics = compiled[samples](state, batch)
       step += 1
-      reported = reporter.add(step, step_metrics, host_batch, step_flops[samples])  # the previous step's
-      if reported is not None and reported[1]["bad_streak"] >= cfg.nan_patience:
-        ckpt.wait()
-        raise NonFiniteError(
-            f"{cfg.nan_patience} non-finite steps in a row (loss or gradients), the last at step {reported[0]}; "
-            f"stopping. Non-finite updates were skipped, so the last good checkpoint is step "
-            f"{ckpt.latest_step()} in {workdir}/checkpoints.")
-      preempted = _preempted(stop, step, cfg.checkpoint.preemption_check_every, total_steps)
-      if step % cfg.checkpoint.every_steps == 0 or preempted or step == total_steps:
-        ckpt.save(step, state, data_state, cfg.to_dict(), force=True)
-      if preempted:
-        status = "preempted"
-        log(f"signal {stop['signal']}: saved a checkpoint at step {step} and stopping; rerun the same command "
-            "to resume")
+      guard.check(reporter.add(step, step_metrics, host_batch, step_flops[samples]))  # the previous step's
+      if guard.end_of_step(step, state, data_state):
         break
       if step < total_steps:
         host_batch, batch = next_batch()
     reporter.flush()
-  finally:
-    signal.signal(signal.SIGTERM, previous_handler)
-    ckpt.close()
-    reporter.close()
+  status = guard.status
 
   # ---- Finish -------------------------------------------------------------------------------
   summary = {"status": status, "step": step, "workdir": workdir, "label_rate": store.label_rate,
@@ -376,6 +358,48 @@ def train(cfg, workdir: str) -> dict:
     (Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
     log("summary: " + json.dumps(summary))
   return summary
+
+
+class LoopGuard:
+  """What surrounds and follows every step of a training loop (pretraining and fine-tuning): SIGTERM is
+  caught while the loop runs; after a step, a stop after `nan_patience` non-finite steps in a row, the
+  preemption check and the checkpoint; on leaving, the checkpointer and the reporter are closed."""
+
+  def __init__(self, cfg, ckpt: checkpoint.TrainCheckpointer, reporter: "Reporter", workdir: str, total_steps: int):
+    self.cfg, self.ckpt, self.reporter, self.workdir, self.total_steps = cfg, ckpt, reporter, workdir, total_steps
+    self.stop = {"signal": None}
+    self.status = "finished"
+
+  def __enter__(self) -> "LoopGuard":
+    self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self.stop.update(signal=signum))
+    return self
+
+  def __exit__(self, *exc) -> bool:
+    signal.signal(signal.SIGTERM, self._previous)
+    self.ckpt.close()
+    self.reporter.close()
+    return False
+
+  def check(self, reported) -> None:
+    """Raises NonFiniteError when the reported step ends `nan_patience` non-finite steps in a row."""
+    if reported is not None and reported[1]["bad_streak"] >= self.cfg.nan_patience:
+      self.ckpt.wait()
+      raise NonFiniteError(
+          f"{self.cfg.nan_patience} non-finite steps in a row (loss or gradients), the last at step {reported[0]}; "
+          f"stopping. Non-finite updates were skipped, so the last good checkpoint is step "
+          f"{self.ckpt.latest_step()} in {self.workdir}/checkpoints.")
+
+  def end_of_step(self, step: int, state, data_state: dict) -> bool:
+    """Checkpoints when due (and when stopping); True when the run must stop (preempted)."""
+    c = self.cfg.checkpoint
+    preempted = _preempted(self.stop, step, c.preemption_check_every, self.total_steps)
+    if step % c.every_steps == 0 or preempted or step == self.total_steps:
+      self.ckpt.save(step, state, data_state, self.cfg.to_dict(), force=True)
+    if preempted:
+      self.status = "preempted"
+      log(f"signal {self.stop['signal']}: saved a checkpoint at step {step} and stopping; rerun the same "
+          "command to resume")
+    return preempted
 
 
 def _preempted(stop, step: int, every: int, total_steps: int) -> bool:
