@@ -11,8 +11,8 @@ validation split every 100 steps. fairseq's semantics at a small scale: CNN froz
 the first 100 updates (head only), tri-stage schedule (phase ratio 0.1/0.4/0.5), masks 0.3/5 and
 channel 0.1/8 (a 64-wide, 2-layer model cannot take base_10h's 0.75); letters keep the best model by CER.
 Healthy run (measured on 2 CPU cores from the 1,000-step main job, README "Fine-tuning"): phonemes,
-validation PER 230 % (the untrained head, mostly insertions) -> 89 % at step 200 -> 39 % at step 1,000
-(test 41 %, unseen voices 56 %), ~12 min; letters, CER 135 % -> 57 % with WER still ~100 % (a 64-wide,
+validation PER 228 % (the untrained head, mostly insertions) -> 89 % at step 200 -> 39 % at step 1,000
+(test 41 %, unseen voices 56 %), 8.5 min; letters, CER 135 % -> 57 % with WER still ~100 % (a 64-wide,
 2-layer model spells words only partly right), ~20 min.
 """
 
