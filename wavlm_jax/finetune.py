@@ -34,7 +34,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from wavlm_jax import cli, data, recognize, train  # noqa: E402
+from wavlm_jax import audio, cli, data, recognize, train  # noqa: E402
+from wavlm_jax.data.buckets import FRAME  # noqa: E402
 from wavlm_jax.data import vocab as vocab_lib  # noqa: E402
 from wavlm_jax.data.vocab import Vocabulary  # noqa: E402
 from wavlm_jax.models import directory, losses, params as params_lib  # noqa: E402
@@ -119,7 +120,7 @@ def make_loss_fn(binder, cfg, *, frozen: bool):
     rows = jnp.ones(labels.shape[:1], bool)
     loss = losses.ctc_reduce(per_utt, feasible, labels, rows, reduction)
     aux = {"infeasible": jnp.sum(~feasible), "ctc_per_utterance": jnp.sum(jnp.where(feasible, per_utt, 0)) /
-           jnp.maximum(jnp.sum(feasible), 1), "audio_seconds": jnp.sum(~batch["padding_mask"]) / 16000.0,
+           jnp.maximum(jnp.sum(feasible), 1), "audio_seconds": jnp.sum(~batch["padding_mask"]) / audio.SAMPLE_RATE,
            "padding_share": jnp.mean(batch["padding_mask"].astype(jnp.float32)),
            "masked_fraction": (jnp.sum(out.mask_time & out.frame_valid) / jnp.maximum(jnp.sum(out.frame_valid), 1)
                                if out.mask_time is not None else jnp.zeros(()))}
@@ -129,7 +130,7 @@ def make_loss_fn(binder, cfg, *, frozen: bool):
 
 
 def abstract_batch(rows: int, samples: int, sharding) -> dict:
-  slots = samples // 320
+  slots = samples // FRAME  # as data.pipeline.transcript_ids pads the labels
   return {"audio": jax.ShapeDtypeStruct((rows, samples), jnp.float32, sharding=sharding),
           "padding_mask": jax.ShapeDtypeStruct((rows, samples), jnp.bool_, sharding=sharding),
           "labels": jax.ShapeDtypeStruct((rows, slots), jnp.int32, sharding=sharding),
@@ -239,7 +240,7 @@ def finetune(cfg, workdir: str) -> dict:
     for phase in phases:
       compiled[phase, samples] = run.steps[phase].lower(run.abstract_state, abstract_batch(
           rows, samples, batch_sharding)).compile()
-    seconds = samples / 16000
+    seconds = samples / audio.SAMPLE_RATE
     step_flops[samples] = flops.model_flops_per_audio_second(model_cfg, seconds) * rows * seconds
   log(f"steps compiled for {len(iterator.shapes())} bucket shapes x {phases}")
   peak = flops.peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()

@@ -178,13 +178,11 @@ def main(argv=None) -> int:
   except KeyError as e:
     print(f"error: --task: {e.args[0]}", file=sys.stderr)
     return 2
-  for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--length-levels", args.length_levels)):
-    if value is not None and value < 1:
-      print(f"error: {flag} must be at least 1, got {value}", file=sys.stderr)
-      return 2
   model = Path(args.model)
-  if not (model / "config.json").is_file():
-    print(f"error: --model {model}: no config.json; not a wavlm_jax model directory", file=sys.stderr)
+  problem = features.usage_error(model, {"--steps": args.steps, "--batch-size": args.batch_size,
+                                         "--length-levels": args.length_levels})
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
     return 2
   workdir = Path(args.workdir or Path("runs/probe") / features.model_name(model))
   workdir.mkdir(parents=True, exist_ok=True)

@@ -103,14 +103,11 @@ def main(argv=None) -> int:
   from wavlm_jax import audio
   from wavlm_jax.probing import features, plots, tasks
 
-  for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--clusters", args.clusters),
-                      ("--length-levels", args.length_levels)):
-    if value < 1:
-      print(f"error: {flag} must be at least 1, got {value}", file=sys.stderr)
-      return 2
   model = Path(args.model)
-  if not (model / "config.json").is_file():
-    print(f"error: --model {model}: no config.json; not a wavlm_jax model directory", file=sys.stderr)
+  problem = features.usage_error(model, {"--steps": args.steps, "--batch-size": args.batch_size,
+                                         "--clusters": args.clusters, "--length-levels": args.length_levels})
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
     return 2
   workdir = Path(args.workdir or Path("runs/layerwise") / features.model_name(model))
   workdir.mkdir(parents=True, exist_ok=True)

@@ -137,7 +137,7 @@ def transcript_ids(example: dict, key: str, vocab, samples: int) -> tuple[np.nda
     raise KeyError(f"no transcript field {key!r} in the dataset (fields: {sorted(example)}); set "
                    "data.transcript_key")
   value = example[key]
-  ids = vocab.encode(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+  ids = vocab.encode(_text(value))
   slots = samples // buckets_lib.FRAME
   out = np.full(slots, -1, np.int32)
   out[:min(len(ids), slots)] = ids[:slots]
@@ -354,7 +354,7 @@ def eval_batches(cfg, vocab, *, batch_multiple: int = 1, max_utterances: int = 0
   budget = -(-cfg.batch_size // batch_multiple) * batch_multiple * int(round(cfg.crop_seconds * SAMPLE_RATE))
   order = np.argsort(lengths, kind="stable")
   which = np.searchsorted(sizes, lengths[order], side="left")
-  rng = np.random.default_rng(0)  # unused: no crop happens (every bucket holds its utterances)
+  rng = np.random.default_rng(0)  # _Example's crop offset: always 0 here (every bucket holds its utterances)
   for b, samples in enumerate(sizes):
     members = order[which == b]
     rows = buckets_lib.bucket_rows([samples], budget, batch_multiple)[0]

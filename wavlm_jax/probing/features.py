@@ -369,6 +369,17 @@ def dataset_features(extractor: Extractor, dataset: str, split: str, workdir: st
                  max_seconds=max_seconds, max_utterances=max_utterances, log=log)
 
 
+def usage_error(model: str | os.PathLike, counts: dict[str, int | None]) -> str | None:
+  """What is wrong with the probing command lines' --model and count flags (each at least 1 when given),
+  or None."""
+  for flag, value in counts.items():
+    if value is not None and value < 1:
+      return f"{flag} must be at least 1, got {value}"
+  if not (Path(model) / "config.json").is_file():
+    return f"--model {model}: no config.json; not a wavlm_jax model directory"
+  return None
+
+
 def model_name(model: str | os.PathLike) -> str:
   """A model directory's name for default workdirs and titles, with its parent's for the generic names
   training writes (runs/ft_tiny/best -> ft_tiny_best, runs/tiny/model -> tiny_model)."""
