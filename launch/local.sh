@@ -104,9 +104,8 @@ run_all() {
   return "$status"
 }
 
-run_status() {  # the trainer's summary.json status, or "none"
-  "$python" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("status", "none"))' \
-    "$workdir/summary.json" 2>/dev/null || echo none
+run_status() {  # the trainer's summary.json status, or "none" (the workdir may be a gs:// bucket)
+  "$python" -m wavlm_jax.storage status "$workdir" 2>/dev/null || echo none
 }
 
 attempt=0

@@ -27,14 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import json  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from wavlm_jax import audio, cli, data, recognize, train  # noqa: E402
+from wavlm_jax import audio, cli, data, recognize, storage, train  # noqa: E402
 from wavlm_jax.data.buckets import FRAME  # noqa: E402
 from wavlm_jax.data import vocab as vocab_lib  # noqa: E402
 from wavlm_jax.data.vocab import Vocabulary  # noqa: E402
@@ -69,7 +68,7 @@ def transcripts(cfg, split: str):
 
 def vocabulary(cfg, workdir: str) -> Vocabulary:
   """The run's vocabulary: the workdir's (a resumed run), else built from the training transcripts."""
-  if (Path(workdir) / "ctc_vocab.json").is_file():
+  if (storage.path(workdir) / "ctc_vocab.json").is_file():
     vocab = Vocabulary.load(workdir)
     if vocab.kind != cfg.vocab.kind:
       raise ValueError(f"{workdir}/ctc_vocab.json holds a {vocab.kind} vocabulary but config.vocab.kind="
@@ -144,10 +143,10 @@ def finetune(cfg, workdir: str) -> dict:
   """Runs (or resumes) the configured fine-tuning in `workdir`; returns the final summary."""
   # ---- Config --------------------------------------------------------------------------------
   cli.initialize_distributed(cfg.distributed)
-  workdir = os.path.abspath(workdir)
+  workdir = storage.as_str(workdir)  # a local path made absolute, or a URL (gs://...) as given
   if jax.process_index() == 0:
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    (Path(workdir) / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    storage.path(workdir).mkdir(parents=True, exist_ok=True)
+    (storage.path(workdir) / "config.json").write_text(cfg.to_json_best_effort(indent=2))
   total_steps = cfg.total_steps
 
   # ---- Mesh ----------------------------------------------------------------------------------
@@ -188,7 +187,7 @@ def finetune(cfg, workdir: str) -> dict:
   forward = recognize.make_forward(run.binder, mesh, rules, run.state_sharding["params"])
 
   # ---- Restore or warm start -------------------------------------------------------------------
-  ckpt = checkpoint.TrainCheckpointer(Path(workdir) / "checkpoints", every=cfg.checkpoint.every_steps,
+  ckpt = checkpoint.TrainCheckpointer(storage.path(workdir) / "checkpoints", every=cfg.checkpoint.every_steps,
                                       keep=cfg.checkpoint.keep, keep_period=cfg.checkpoint.keep_period,
                                       asynchronous=cfg.checkpoint.asynchronous)
   latest = ckpt.latest_step()
@@ -199,7 +198,7 @@ def finetune(cfg, workdir: str) -> dict:
   else:
     state = train._warm_start(run.init(), cfg, run.state_sharding, model_cfg)
   start_step = int(state["step"])
-  best_file = Path(workdir) / "best.json"
+  best_file = storage.path(workdir) / "best.json"
   best = json.loads(best_file.read_text()) if best_file.is_file() else None
   metric = cfg.eval.metric or ("per" if vocab.kind == "phonemes" else "wer")
   if metric not in (("per",) if vocab.kind == "phonemes" else ("wer", "cer")):
@@ -223,7 +222,7 @@ def finetune(cfg, workdir: str) -> dict:
       improved = bool(multihost_utils.broadcast_one_to_all(np.array(improved)))
     if not improved:
       return
-    save_model(Path(workdir) / "best", state, model_cfg, vocab)  # collective on several processes
+    save_model(storage.path(workdir) / "best", state, model_cfg, vocab)  # collective on several processes
     best = {"step": step, "metric": metric, "value": value}
     if jax.process_index() == 0:
       best_file.write_text(json.dumps(best, indent=2))
@@ -280,16 +279,19 @@ def finetune(cfg, workdir: str) -> dict:
     summary[f"initial_{metric}"] = initial.get(f"val/{metric}")
   if status == "finished":
     summary[f"final_{metric}"] = last_scores.get(f"val/{metric}")
-    save_model(Path(workdir) / "model", state, model_cfg, vocab)
-    summary["model"] = str(Path(workdir) / "model")
+    save_model(storage.path(workdir) / "model", state, model_cfg, vocab)
+    summary["model"] = str(storage.path(workdir) / "model")
     summary["best"] = best
   if jax.process_index() == 0:
-    (Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    (storage.path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
     log("summary: " + json.dumps(summary))
+  if jax.process_count() > 1:  # no host exits before the summary exists: launchers read it when hosts exit
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("summary written")
   return summary
 
 
-def save_model(path: Path, state, model_cfg, vocab: Vocabulary) -> None:
+def save_model(path: os.PathLike, state, model_cfg, vocab: Vocabulary) -> None:
   """A model directory with the CTC vocabulary in it (collective: every process calls it)."""
   params = train.host_params(state)
   if jax.process_index() == 0:

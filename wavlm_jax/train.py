@@ -19,7 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import json  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Callable, NamedTuple  # noqa: E402
 
 import jax  # noqa: E402
@@ -29,7 +28,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from wavlm_jax import audio, cli, data  # noqa: E402
+from wavlm_jax import audio, cli, data, storage  # noqa: E402
 from wavlm_jax.data import labels as labels_lib  # noqa: E402
 from wavlm_jax.models import config as config_lib, directory, losses, partitioning, wavlm  # noqa: E402
 from wavlm_jax.models import params as params_lib  # noqa: E402
@@ -51,7 +50,7 @@ def log(msg: str) -> None:
 def ensure_labels(cfg) -> str:
   """The label store path; runs the tokenizer first if the store is absent and the config has one."""
   path = cfg.data.labels
-  if path and (Path(path) / "meta.json").is_file():
+  if path and (storage.path(path) / "meta.json").is_file():
     return path
   if not cfg.get("tokenizer"):
     raise FileNotFoundError(f"config.data.labels={path!r} is not a label store and config.tokenizer is unset; "
@@ -59,7 +58,7 @@ def ensure_labels(cfg) -> str:
   from wavlm_jax.targets import tokenize
 
   tok = cfg.tokenizer
-  store = Path(tok.workdir) / "labels" / cfg.data.split
+  store = storage.path(tok.workdir) / "labels" / cfg.data.split
   missing = not (store / "meta.json").is_file()
   if jax.process_count() > 1:  # host 0 decides, so that every host runs the (multi-host) tokenizer or none
     from jax.experimental import multihost_utils
@@ -264,10 +263,10 @@ def train(cfg, workdir: str) -> dict:
   """Runs (or resumes) the configured training in `workdir`; returns the final summary."""
   # ---- Config --------------------------------------------------------------------------------
   cli.initialize_distributed(cfg.distributed)
-  workdir = os.path.abspath(workdir)
+  workdir = storage.as_str(workdir)  # a local path made absolute, or a URL (gs://...) as given
   if jax.process_index() == 0:
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    (Path(workdir) / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    storage.path(workdir).mkdir(parents=True, exist_ok=True)
+    (storage.path(workdir) / "config.json").write_text(cfg.to_json_best_effort(indent=2))
   total_steps = cfg.total_steps
 
   # ---- Mesh ----------------------------------------------------------------------------------
@@ -294,7 +293,7 @@ def train(cfg, workdir: str) -> dict:
   run = build(cfg, mesh, rules, store.spec)
 
   # ---- Restore ------------------------------------------------------------------------------
-  ckpt = checkpoint.TrainCheckpointer(Path(workdir) / "checkpoints", every=cfg.checkpoint.every_steps,
+  ckpt = checkpoint.TrainCheckpointer(storage.path(workdir) / "checkpoints", every=cfg.checkpoint.every_steps,
                                       keep=cfg.checkpoint.keep, keep_period=cfg.checkpoint.keep_period,
                                       asynchronous=cfg.checkpoint.asynchronous)
   latest = ckpt.latest_step()
@@ -352,11 +351,14 @@ def train(cfg, workdir: str) -> dict:
   if status == "finished":  # the model directory for load_encoder, the tokenizer and conversion
     params = host_params(state)  # collective: every process
     if jax.process_index() == 0:
-      directory.save_model(Path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
-    summary["model"] = str(Path(workdir) / "model")
+      directory.save_model(storage.path(workdir) / "model", params_lib.flatten(params), cfg.model, overwrite=True)
+    summary["model"] = str(storage.path(workdir) / "model")
   if jax.process_index() == 0:
-    (Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    (storage.path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
     log("summary: " + json.dumps(summary))
+  if jax.process_count() > 1:  # no host exits before the summary exists: launchers read it when hosts exit
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("summary written")
   return summary
 
 

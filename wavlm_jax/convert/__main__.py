@@ -15,11 +15,13 @@ listed on stderr and not converted.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from wavlm_jax import storage
 from wavlm_jax.models import directory
 from wavlm_jax.convert import formats, torch_io
 
@@ -42,14 +44,18 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _check_dst_free(dst: Path, overwrite: bool) -> None:
+def _check_dst_free(dst: os.PathLike, overwrite: bool) -> None:
   if dst.exists() and not overwrite and (dst.is_file() or any(dst.iterdir())):
     raise FileExistsError(f"{dst} exists; pass --overwrite to replace it")
 
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  dst = Path(args.dst)
+  if args.dst_format and storage.is_url(args.dst):
+    print(f"error: --dst {args.dst}: PyTorch files are written locally; copy them to the bucket afterwards "
+          "(gcloud storage cp -r)", file=sys.stderr)
+    return 1
+  dst = storage.path(args.dst) if args.src_format else Path(args.dst)  # a model directory may be gs://
   try:
     _check_dst_free(dst, args.overwrite)
     if args.src_format:
@@ -70,7 +76,7 @@ def main(argv=None) -> int:
         dst.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
           formats.write_hf(flat, config, tmp, weight_norm=args.weight_norm_keys)
-          vocab = Path(args.src) / formats.CTC_VOCAB_FILE
+          vocab = storage.path(args.src) / formats.CTC_VOCAB_FILE  # --src may be gs://
           if config.vocab_size > 0 and vocab.is_file():  # a fine-tuned model: its tokenizer too
             formats.write_hf_tokenizer(vocab, config, tmp)
           if dst.exists():

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from wavlm_jax import storage
 from wavlm_jax.audio import SAMPLE_RATE
 from wavlm_jax.convert import mapping, torch_io
 from wavlm_jax.models import config as config_lib
@@ -184,7 +185,7 @@ def write_hf_tokenizer(ctc_vocab: str | os.PathLike, config, directory: str | os
   Wav2Vec2CTCTokenizer (letters: `|` between words) or Wav2Vec2PhonemeCTCTokenizer (phonemes, space-
   separated, no phonemizer needed). The blank is `<pad>` = 0 = `pad_token_id`."""
   try:
-    data = json.loads(Path(ctc_vocab).read_text())
+    data = json.loads(storage.path(ctc_vocab).read_text())
     tokens, kind = list(data["tokens"]), data["kind"]
   except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
     raise ConversionError(f"{ctc_vocab}: not a CTC vocabulary ({e!r})") from None

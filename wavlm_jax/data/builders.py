@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from wavlm_jax import storage
 from wavlm_jax.data import audio_io, espeak, paths, text
 
 ARRAY_RECORD = "array_record"
@@ -236,12 +239,29 @@ def default_data_dir() -> str:
   return paths.data_dir()
 
 
+def _build(make: Callable[[str], tfds.core.DatasetBuilder], data_dir: str) -> tfds.core.DatasetBuilder:
+  """`make(data_dir)` prepared in `data_dir`. ArrayRecord files are written locally only, so a dataset
+  for a bucket (gs://...) is built in a local temporary data dir and uploaded, dataset_info.json last
+  (TFDS takes a version directory without it as not prepared)."""
+  if not storage.is_url(data_dir):
+    builder = make(data_dir)
+    builder.download_and_prepare(file_format=ARRAY_RECORD)
+    return builder
+  remote = make(data_dir)
+  if remote.is_prepared():
+    return remote
+  with tempfile.TemporaryDirectory(prefix="wavlm_jax-build-") as tmp:
+    local = make(tmp)
+    local.download_and_prepare(file_format=ARRAY_RECORD)
+    version_dir = os.path.relpath(local.data_dir, tmp)
+    storage.upload_tree(local.data_dir, storage.path(data_dir) / version_dir, last="dataset_info.json")
+  return make(data_dir)
+
+
 def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-  """Builds (if absent) a registered dataset, e.g. "espeak_speech/tiny", as ArrayRecord."""
-  data_dir = paths.data_dir(data_dir)
-  builder = tfds.builder(name, data_dir=data_dir, file_format=ARRAY_RECORD)
-  builder.download_and_prepare(file_format=ARRAY_RECORD)
-  return builder
+  """Builds (if absent) a registered dataset, e.g. "espeak_speech/tiny", as ArrayRecord; `data_dir` may
+  be a bucket (gs://...)."""
+  return _build(lambda d: tfds.builder(name, data_dir=d, file_format=ARRAY_RECORD), paths.data_dir(data_dir))
 
 
 def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = None, *, name: str = "default",
@@ -251,7 +271,5 @@ def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = No
     raise KeyError(f"unknown folder builder {kind!r}; known: {sorted(FOLDER_BUILDERS)}")
   config = FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
                         validation_fraction=validation_fraction)
-  builder = FOLDER_BUILDERS[kind](data_dir=paths.data_dir(data_dir), config=config,
-                                  file_format=ARRAY_RECORD)
-  builder.download_and_prepare()
-  return builder
+  return _build(lambda d: FOLDER_BUILDERS[kind](data_dir=d, config=config, file_format=ARRAY_RECORD),
+                paths.data_dir(data_dir))

@@ -4,22 +4,22 @@ A store is a directory:
     labels.array_record   one record per utterance: little-endian int32 labels
     index.json            {"ids": [...]} in record order
     meta.json             {"label_rate": 50 or 100, "num_classes": k, "provenance": {...}}
-written under a temporary name and renamed into place when complete. The data pipeline joins a store
+written under a temporary name and renamed into place when complete (on a bucket, gs://..., uploaded
+with meta.json last: see `storage.staged_directory`). The data pipeline joins a store
 by id and checks every label sequence against its audio (fairseq's tolerance: 0.1 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import uuid
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from wavlm_jax import storage
 from wavlm_jax.audio import SAMPLE_RATE
 
 LENGTH_TOLERANCE_SECONDS = 0.1
@@ -57,12 +57,13 @@ class LabelStoreWriter:
                provenance: dict[str, Any] | None = None, overwrite: bool = False):
     from array_record.python import array_record_module
 
-    self.directory = Path(directory).absolute()
+    self.directory = storage.path(directory)
     if self.directory.exists() and not overwrite:
       raise FileExistsError(f"{self.directory} exists")
-    self.directory.parent.mkdir(parents=True, exist_ok=True)
-    self._tmp = self.directory.parent / f".{self.directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-    self._tmp.mkdir()
+    # written locally (ArrayRecord writes local files only), then moved or uploaded whole, meta.json last
+    self._stage = contextlib.ExitStack()
+    self._tmp = self._stage.enter_context(storage.staged_directory(self.directory, marker="meta.json",
+                                                                   overwrite=True))
     self._writer = array_record_module.ArrayRecordWriter(str(self._tmp / "labels.array_record"), "group_size:1")
     self._ids: list[str] = []
     self._seen: set[str] = set()
@@ -78,17 +79,18 @@ class LabelStoreWriter:
     self._ids.append(uid)
     self._seen.add(uid)
 
-  def close(self) -> Path:
+  def close(self) -> os.PathLike:
     self._writer.close()
     (self._tmp / "index.json").write_text(json.dumps({"ids": self._ids}))
     (self._tmp / "meta.json").write_text(json.dumps({**self._meta, "num_utterances": len(self._ids)}, indent=2))
-    if self.directory.exists():
-      shutil.rmtree(self.directory)
-    os.replace(self._tmp, self.directory)
+    self._stage.close()
     return self.directory
 
   def abort(self) -> None:
-    shutil.rmtree(self._tmp, ignore_errors=True)
+    try:
+      self._writer.close()
+    finally:
+      self._stage.__exit__(RuntimeError, RuntimeError("label store aborted"), None)
 
   def __enter__(self):
     return self
@@ -104,7 +106,7 @@ class LabelStore:
   """Random access to a store by utterance id."""
 
   def __init__(self, directory: str | os.PathLike):
-    self.directory = Path(directory)
+    self.directory = storage.path(directory)
     for name in ("labels.array_record", "index.json", "meta.json"):
       if not (self.directory / name).is_file():
         raise FileNotFoundError(f"{self.directory / name}: missing; is {directory} a label store?")
@@ -125,7 +127,7 @@ class LabelStore:
   def _open(self):
     if self._reader is None:
       from array_record.python import array_record_module
-      self._reader = array_record_module.ArrayRecordReader(str(self.directory / "labels.array_record"))
+      self._reader = array_record_module.ArrayRecordReader(os.fspath(self.directory / "labels.array_record"))
     return self._reader
 
   def __len__(self) -> int:
@@ -143,7 +145,7 @@ class LabelStore:
     return np.frombuffer(self._open().read([self._row[uid]])[0], "<i4").astype(np.int32)
 
 
-def merge_stores(parts, directory: str | os.PathLike, **meta) -> Path:
+def merge_stores(parts, directory: str | os.PathLike, **meta) -> os.PathLike:
   """One store at `directory` from part stores (e.g. one per host), in the order given; `meta` as for
   LabelStoreWriter. An utterance in two parts is an error."""
   with LabelStoreWriter(directory, overwrite=True, **meta) as writer:
@@ -151,4 +153,4 @@ def merge_stores(parts, directory: str | os.PathLike, **meta) -> Path:
       store = LabelStore(part)
       for uid in store.ids():
         writer.add(uid, store[uid])
-  return Path(directory)
+  return storage.path(directory)

@@ -27,13 +27,16 @@ data-parallel devices (too-short utterances are dropped before the rows are spli
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 import uuid
 
 import grain
 import numpy as np
 
+from wavlm_jax import storage
 from wavlm_jax.data import buckets as buckets_lib, labels as labels_lib, mixing, noise as noise_lib, paths
 from wavlm_jax.audio import SAMPLE_RATE, label_count, label_start, normalize_waveform, to_float
 
@@ -47,15 +50,14 @@ def length_index(source, cfg) -> np.ndarray:
   """Samples per utterance of the split, in source order: read once and cached beside the dataset
   (`lengths-<split>-<audio_key>.npy`), or recomputed when that directory is not writable."""
   import concurrent.futures
-  import os
 
   cache = None
   info = getattr(source, "dataset_info", None)
   if info is not None and getattr(info, "data_dir", None):
-    cache = os.path.join(info.data_dir, f"lengths-{source.split}-{cfg.audio_key}.npy")
-    if os.path.isfile(cache):
+    cache = storage.path(info.data_dir) / f"lengths-{source.split}-{cfg.audio_key}.npy"
+    if cache.is_file():
       try:
-        lengths = np.load(cache)
+        lengths = np.load(io.BytesIO(cache.read_bytes()))
       except (OSError, ValueError, EOFError):  # an empty, truncated or foreign file: index again, replace it
         lengths = np.zeros(0)
       if len(lengths) == len(source):
@@ -66,13 +68,17 @@ def length_index(source, cfg) -> np.ndarray:
   with concurrent.futures.ThreadPoolExecutor(max(1, cfg.num_threads)) as pool:
     lengths = np.array([x for part in pool.map(read, chunks) for x in part], np.int64)
   if cache is not None:
-    tmp = f"{cache}.{uuid.uuid4().hex}.tmp.npy"  # hosts on a shared file system may share a pid
+    buffer = io.BytesIO()
+    np.save(buffer, lengths)
+    # one object write on a bucket; a renamed temporary file on disk (hosts may share a file system)
+    tmp = cache if storage.is_url(cache) else cache.parent / f"{cache.name}.{uuid.uuid4().hex}.tmp"
     try:
-      np.save(tmp, lengths)
-      os.replace(tmp, cache)
+      tmp.write_bytes(buffer.getvalue())
+      if tmp != cache:
+        os.replace(tmp, cache)
     except OSError:  # a read-only dataset: index again next time
-      if os.path.exists(tmp):
-        os.remove(tmp)
+      if tmp != cache and tmp.exists():
+        tmp.unlink()
   return lengths
 
 

@@ -19,10 +19,11 @@ import json
 import os
 import re
 import unicodedata
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from wavlm_jax import storage
 
 BLANK, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = (BLANK, BOS, EOS, UNK)
@@ -67,14 +68,14 @@ class Vocabulary:
       symbols.append(WORD_DELIMITER)  # single-word transcripts: decoding still needs it
     return cls(kind, tuple(symbols))
 
-  def save(self, directory: str | os.PathLike) -> Path:
-    path = Path(directory) / FILE
+  def save(self, directory: str | os.PathLike) -> os.PathLike:
+    path = storage.path(directory) / FILE
     path.write_text(json.dumps({"kind": self.kind, "tokens": list(self.tokens)}, ensure_ascii=False, indent=1))
     return path
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> "Vocabulary":
-    path = Path(directory) / FILE
+    path = storage.path(directory) / FILE
     if not path.is_file():
       raise FileNotFoundError(f"{path}: no CTC vocabulary; is {directory} a fine-tuned model directory?")
     try:

@@ -3,16 +3,16 @@
 A model directory (what `python -m wavlm_jax.convert` writes and `load_encoder` reads):
     DIR/config.json   the model config (wavlm_jax.models.config fields)
     DIR/params/       Orbax StandardCheckpointer tree, nested by parameter path
-The directory is assembled under a temporary name beside DIR and renamed into place only when
-complete, so a crash never leaves a half-written model.
+DIR may be a URL (gs://...). The directory is assembled under a temporary name and moved into place
+only when complete (`storage.staged_directory`: a rename on a local disk; on a bucket an upload with
+config.json last, and a directory without config.json is not a model), so a crash never leaves a
+half-written model.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from wavlm_jax import storage
 from wavlm_jax.models import config as model_config_lib
 from wavlm_jax.models import params as params_lib
 from wavlm_jax.models import wavlm
@@ -37,37 +38,28 @@ def _local_checkpointer() -> ocp.StandardCheckpointer:
 
 
 def save_model(directory: str | os.PathLike, flat_params: Mapping[str, np.ndarray], config, *,
-               overwrite: bool = False, extra: Callable[[Path], object] | None = None) -> Path:
+               overwrite: bool = False, extra: Callable[[Path], object] | None = None) -> os.PathLike:
   """Writes parameters (flat, either layer layout) and config as a model directory, atomically.
   `extra(dir)` writes more files into it before it is moved into place (a CTC vocabulary)."""
-  directory = Path(directory).absolute()
+  directory = storage.path(directory)
   if directory.exists() and any(directory.iterdir()) and not overwrite:
     raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True / --overwrite)")
   flat = params_lib.to_layout(flat_params, config)
   model = wavlm.abstract(config)
   params_lib.check_keys_and_shapes(params_lib.param_shapes(model), {k: np.shape(v) for k, v in flat.items()},
                                    "parameters to save")
-  directory.parent.mkdir(parents=True, exist_ok=True)
-  tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-  try:
-    tmp.mkdir()
+  with storage.staged_directory(directory, marker=CONFIG_FILE, overwrite=overwrite) as tmp:
     with _local_checkpointer() as ckptr:
       ckptr.save(tmp / PARAMS_DIR, params_lib.nest({k: np.asarray(v, np.float32) for k, v in flat.items()}))
       ckptr.wait_until_finished()
     (tmp / CONFIG_FILE).write_text(model_config_lib.to_json(config))
     if extra is not None:
       extra(tmp)
-    if directory.exists():
-      shutil.rmtree(directory)
-    os.replace(tmp, directory)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
   return directory
 
 
 def load_config(directory: str | os.PathLike, **overrides):
-  path = Path(directory) / CONFIG_FILE
+  path = storage.path(directory) / CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no model config; is {directory} a wavlm_jax model directory?")
   try:
@@ -80,7 +72,7 @@ def load_config(directory: str | os.PathLike, **overrides):
 
 def load_flat_params(directory: str | os.PathLike, config=None) -> dict[str, np.ndarray]:
   """The stored parameters as a flat mapping in the layout of `config` (default: the stored one)."""
-  directory = Path(directory).absolute()
+  directory = storage.path(directory)
   stored = load_config(directory)
   with _local_checkpointer() as ckptr:
     target = {k: jax.ShapeDtypeStruct(s, np.float32)

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
-from pathlib import Path
+import os
 from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from wavlm_jax import storage
 
 
 @dataclasses.dataclass
@@ -35,24 +38,26 @@ class KMeans:
   def k(self) -> int:
     return self.centroids.shape[0]
 
-  def save(self, path: str | Path) -> Path:
-    """Writes PATH.npz (centroids) and PATH.json (provenance, inertia)."""
-    path = Path(path)
+  def save(self, path: str | os.PathLike) -> os.PathLike:
+    """Writes PATH.npz (centroids) and PATH.json (provenance, inertia); PATH may be a URL."""
+    path = storage.path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path.with_suffix(".npz"), centroids=self.centroids)
+    buffer = io.BytesIO()
+    np.savez(buffer, centroids=self.centroids)
+    path.with_suffix(".npz").write_bytes(buffer.getvalue())
     meta = {"k": self.k, "dim": int(self.centroids.shape[1]), "inertia": self.inertia,
             "iterations": self.iterations, "provenance": self.provenance}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return path
 
   @classmethod
-  def load(cls, path: str | Path) -> "KMeans":
-    path = Path(path)
+  def load(cls, path: str | os.PathLike) -> "KMeans":
+    path = storage.path(path)
     npz, meta = path.with_suffix(".npz"), path.with_suffix(".json")
     if not npz.is_file() or not meta.is_file():
       raise FileNotFoundError(f"{path}: expected {npz.name} and {meta.name} (written by KMeans.save)")
     m = json.loads(meta.read_text())
-    return cls(np.load(npz)["centroids"], m["inertia"], m["iterations"], m.get("provenance", {}))
+    return cls(np.load(io.BytesIO(npz.read_bytes()))["centroids"], m["inertia"], m["iterations"], m.get("provenance", {}))
 
   def assign(self, x: np.ndarray) -> np.ndarray:
     return assign(x, self.centroids)

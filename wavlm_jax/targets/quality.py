@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 
+from wavlm_jax import storage
 from wavlm_jax.audio import label_count
 
 _EPS = 1e-8
@@ -209,17 +210,17 @@ def format_table(codes: CodeDistribution, q: Quality | None = None, title: str =
   return "\n".join(lines)
 
 
-def save_report(path: str | Path, codes: CodeDistribution, q: Quality | None = None, joint: np.ndarray | None = None,
+def save_report(path: str | os.PathLike, codes: CodeDistribution, q: Quality | None = None, joint: np.ndarray | None = None,
                 phone_names: list[str] | None = None, warnings: list[str] | None = None, extra: dict | None = None,
-                note: str = NO_ALIGNMENT) -> tuple[Path, Path]:
+                note: str = NO_ALIGNMENT) -> tuple[os.PathLike, os.PathLike]:
   """Writes PATH.json (`report_dict`, warnings, `extra`) and PATH.png (the histogram, plus the
-  co-occurrence matrix when `joint`, the (phone, cluster) counts, is given)."""
+  co-occurrence matrix when `joint`, the (phone, cluster) counts, is given). PATH may be a URL."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  path = Path(path)
+  path = storage.path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   json_path = path.with_suffix(".json")
   json_path.write_text(json.dumps({**report_dict(codes, q, note), "warnings": warnings or [], **(extra or {})},
@@ -250,6 +251,7 @@ def save_report(path: str | Path, codes: CodeDistribution, q: Quality | None = N
       ax2.set_yticks(range(len(phones)), [phone_names[p] for p in phones], fontsize=6)
   fig.tight_layout()
   png_path = path.with_suffix(".png")
-  fig.savefig(png_path, dpi=110)
+  with png_path.open("wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
   return json_path, png_path

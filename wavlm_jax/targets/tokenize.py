@@ -23,15 +23,14 @@ sums over all hosts, every host labels its share into a part store, and host 0 m
 from __future__ import annotations
 
 import math
-import shutil
+import os
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from wavlm_jax import audio
+from wavlm_jax import audio, storage
 from wavlm_jax.data import labels as labels_lib
 from wavlm_jax.data import paths, pipeline
 from wavlm_jax.data.config import data_config
@@ -185,7 +184,7 @@ def _fit_indices(cfg, n: int) -> np.ndarray:
 
 def fit(cfg) -> kmeans_lib.KMeans:
   """Fits k-means on cfg.fit_fraction of the fit split's features; writes workdir/kmeans.npz/.json."""
-  workdir = Path(cfg.workdir)
+  workdir = storage.path(cfg.workdir)
   available = available_splits(cfg)
   if cfg.fit_split not in available:
     raise _missing(cfg, "fit", cfg.fit_split, available)
@@ -214,9 +213,9 @@ def fit(cfg) -> kmeans_lib.KMeans:
   return km
 
 
-def assign(cfg) -> dict[str, Path]:
+def assign(cfg) -> dict[str, os.PathLike]:
   """Labels every utterance of each assign split the dataset has; writes workdir/labels/<split>/."""
-  workdir = Path(cfg.workdir)
+  workdir = storage.path(cfg.workdir)
   km = kmeans_lib.KMeans.load(workdir / "kmeans")
   featurize = Featurizer(cfg)
   if km.provenance.get("feature") != featurize.provenance["feature"]:
@@ -244,7 +243,7 @@ def assign(cfg) -> dict[str, Path]:
       _barrier(f"labels {split} written")
       if jax.process_index() == 0:
         labels_lib.merge_stores(sorted(parts.glob("part-*")), out, **meta)
-        shutil.rmtree(parts)
+        storage.remove_tree(parts)
       _barrier(f"labels {split} merged")
     for warning in quality_lib.degenerate_warnings(histogram, km.k):
       _log(f"WARNING ({split}): degenerate dictionary: {warning}")
@@ -264,7 +263,7 @@ def reference_at_rate(alignment: np.ndarray, rate: float, num_frames: int, ref_h
 def report(cfg) -> tuple[quality_lib.CodeDistribution, quality_lib.Quality | None]:
   """Measures the labels of the report split: the code distribution always, and PNMI/purities when the
   dataset has a phone alignment (else the report says they need one). Writes workdir/report_<split>.json/.png."""
-  workdir = Path(cfg.workdir)
+  workdir = storage.path(cfg.workdir)
   split = _report_split(cfg, available_splits(cfg))
   store = labels_lib.LabelStore(workdir / "labels" / split)
   source = _source(cfg, split)

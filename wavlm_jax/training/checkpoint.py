@@ -4,9 +4,10 @@ checkpoint per step, asynchronous, preemption-safe."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import orbax.checkpoint as ocp
+
+from wavlm_jax import storage
 
 
 class TrainCheckpointer:
@@ -20,7 +21,7 @@ class TrainCheckpointer:
     options = ocp.CheckpointManagerOptions(save_interval_steps=max(every, 1), max_to_keep=keep,
                                            keep_period=keep_period or None, enable_async_checkpointing=asynchronous,
                                            create=True)
-    self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    self.manager = ocp.CheckpointManager(storage.path(directory), options=options)  # a local path or gs://
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

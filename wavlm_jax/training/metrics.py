@@ -1,32 +1,38 @@
 """Training observability: TensorBoard through clu plus `metrics.jsonl` in the workdir (host 0 only),
-and a console line with ETA."""
+and a console line with ETA. A workdir on a bucket gets both through a local mirror (`storage.Mirror`),
+uploaded every minute and when the writer closes."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+import os
 from typing import Mapping
 
 import numpy as np
 
-from wavlm_jax import audio
+from wavlm_jax import audio, storage
 
 
 class Writer:
   """Scalars to TensorBoard (clu) and metrics.jsonl; audio examples to TensorBoard."""
 
-  def __init__(self, workdir: str | Path, enabled: bool):
+  def __init__(self, workdir: str | os.PathLike, enabled: bool, *, sync_seconds: float = 60.0):
     self.enabled = enabled
     self._jsonl = None
     self._tb = None
+    self._mirror = None
     if enabled:
       from clu import metric_writers
 
-      workdir = Path(workdir)
-      workdir.mkdir(parents=True, exist_ok=True)
-      self._tb = metric_writers.create_default_writer(str(workdir / "tensorboard"), asynchronous=True)
-      self._jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
+      if storage.is_url(workdir):
+        self._mirror = storage.Mirror(workdir, resume=("metrics.jsonl",), every_seconds=sync_seconds)
+        root = self._mirror.local
+      else:
+        root = storage.path(workdir)
+        root.mkdir(parents=True, exist_ok=True)
+      self._tb = metric_writers.create_default_writer(os.fspath(root / "tensorboard"), asynchronous=True)
+      self._jsonl = open(root / "metrics.jsonl", "a", buffering=1)
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -34,6 +40,9 @@ class Writer:
     clean = {k: float(v) for k, v in values.items()}
     self._tb.write_scalars(step, clean)
     self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+    if self._mirror is not None and self._mirror.due():
+      self._tb.flush()
+      self._mirror.sync()
 
   def audio(self, step: int, clips: Mapping[str, np.ndarray], sample_rate: int = audio.SAMPLE_RATE) -> None:
     if self.enabled and clips:
@@ -44,6 +53,8 @@ class Writer:
       self._tb.flush()
       self._tb.close()
       self._jsonl.close()
+      if self._mirror is not None:
+        self._mirror.close()
 
 
 class Progress:

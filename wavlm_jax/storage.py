@@ -1,0 +1,201 @@
+"""Where the programs read and write: every path may be a local path or a URL (`gs://bucket/...`).
+
+Paths go through `etils.epath`, the path abstraction Orbax and TFDS use, and never through
+`os.path`/`pathlib` string surgery (which turns `gs://b/x` into `./gs:/b/x` on local disk). The clients
+behind a `gs://` path, and how each finds the service:
+
+    small files (JSON, metrics, model configs)  epath -> fsspec/gcsfs      $STORAGE_EMULATOR_HOST
+    checkpoint and model arrays (Orbax)         tensorstore's GCS driver   $TENSORSTORE_GCS_HTTP_URL
+    ArrayRecord readers (datasets, labels)      google-cloud-cpp in array_record  $CLOUD_STORAGE_EMULATOR_ENDPOINT
+
+On GCS all three use the machine's default credentials. Pointing `STORAGE_EMULATOR_HOST` at a GCS
+emulator (the tests run fake-gcs-server) points the other two at it as well, unless they are set.
+
+epath would use TensorFlow's GCS file system for `gs://` when TensorFlow is installed; that client has no
+endpoint setting and cannot be tested without a cloud, so this module makes epath use gcsfs
+(`EPATH_USE_TF=false`, unless the environment says otherwise).
+
+Object stores have no rename and no append. Directories that must appear whole (model directories,
+label stores) are assembled in a local temporary directory and uploaded with their marker file last
+(`staged_directory`); readers treat a directory without its marker as absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+URL_PREFIXES = ("gs://", "s3://")
+
+
+def _configure_clients() -> None:
+  os.environ.setdefault("EPATH_USE_TF", "false")
+  emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+  if emulator:
+    os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", emulator)
+    os.environ.setdefault("CLOUD_STORAGE_EMULATOR_ENDPOINT", emulator)
+  # gcsfs warns on every bucket it cannot classify without the storage-control API (emulators, plain
+  # buckets without that permission) and falls back to the plain client, which is what we use.
+  logging.getLogger("gcsfs").setLevel(logging.ERROR)
+
+
+_configure_clients()
+
+from etils import epath  # noqa: E402  (after EPATH_USE_TF is set)
+
+
+
+def is_url(path: str | os.PathLike) -> bool:
+  return os.fspath(path).startswith(URL_PREFIXES)
+
+
+def path(p: str | os.PathLike) -> epath.Path:
+  """`p` as an epath.Path: a URL unchanged, a local path made absolute (`~` expanded)."""
+  text = os.fspath(p)
+  if is_url(text):
+    return epath.Path(text.rstrip("/"))
+  return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def as_str(p: str | os.PathLike) -> str:
+  """The string form of `path(p)`, for libraries that take strings (keeps the `gs://` prefix)."""
+  return os.fspath(path(p))
+
+
+def write_text(p: str | os.PathLike, text: str) -> None:
+  """Writes a whole small file (its parent created); one object on a bucket."""
+  target = path(p)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  target.write_text(text)
+
+
+def remove_tree(p: str | os.PathLike) -> None:
+  target = path(p)
+  if target.exists():
+    target.rmtree()
+
+
+def upload_file(local: str | os.PathLike, dest: str | os.PathLike) -> None:
+  """Copies one local file to `dest` (a URL or a local path)."""
+  dest = path(dest)
+  dest.parent.mkdir(parents=True, exist_ok=True)
+  with open(local, "rb") as src, dest.open("wb") as dst:
+    shutil.copyfileobj(src, dst, length=16 << 20)
+
+
+def upload_tree(local: str | os.PathLike, dest: str | os.PathLike, *, last: str | None = None) -> None:
+  """Copies every file under `local` to the same relative path under `dest`; `last` (a relative path),
+  if given, is copied after all the others (the marker that says the directory is complete)."""
+  local = Path(local)
+  files = sorted(f for f in local.rglob("*") if f.is_file())
+  files.sort(key=lambda f: f.relative_to(local).as_posix() == last)  # stable: the marker moves to the end
+  for f in files:
+    upload_file(f, path(dest) / f.relative_to(local).as_posix())
+
+
+def download_tree(src: str | os.PathLike, local: str | os.PathLike) -> Path:
+  """Copies every file under `src` (a URL or a local path) into the local directory `local`."""
+  src, local = path(src), Path(local)
+  for f in src.rglob("*"):
+    if f.is_file():
+      target = local / os.path.relpath(os.fspath(f), os.fspath(src))
+      target.parent.mkdir(parents=True, exist_ok=True)
+      with f.open("rb") as a, open(target, "wb") as b:
+        shutil.copyfileobj(a, b, length=16 << 20)
+  return local
+
+
+@contextlib.contextmanager
+def staged_directory(final: str | os.PathLike, *, marker: str, overwrite: bool = False) -> Iterator[Path]:
+  """Yields a local directory to fill; on success `final` holds exactly its files, and never part of them
+  under the marker file's name.
+
+  Local `final`: the directory is a temporary sibling, renamed into place (atomic on one file system).
+  URL `final`: a local temporary directory, uploaded with `marker` last, after the old directory's marker
+  and then its other objects are removed (a reader sees either the old directory, none, or the new one).
+  On an exception nothing is changed at `final`.
+  """
+  target = path(final)
+  if target.exists() and any(target.iterdir()) and not overwrite:
+    raise FileExistsError(f"{target} exists and is not empty (pass overwrite=True / --overwrite)")
+  if is_url(target):
+    with tempfile.TemporaryDirectory(prefix="wavlm_jax-stage-") as tmp:
+      yield Path(tmp)
+      if (target / marker).exists():
+        (target / marker).unlink()
+      remove_tree(target)
+      upload_tree(tmp, target, last=marker)
+    return
+  local = Path(os.fspath(target))
+  local.parent.mkdir(parents=True, exist_ok=True)
+  tmp = local.parent / f".{local.name}.tmp-{uuid.uuid4().hex[:8]}"
+  tmp.mkdir()
+  try:
+    yield tmp
+    if local.exists():
+      shutil.rmtree(local)
+    os.replace(tmp, local)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Mirror:
+  """A local directory whose files are copied to `dest` by `sync()`, for writers that append (TensorBoard
+  event files, metrics.jsonl), which an object store cannot do. `resume` files already at `dest` are
+  copied down first, so that a resumed run appends to them. Files whose size or time changed are uploaded
+  again, at most every `every_seconds` unless forced; `close()` uploads the rest and removes the copy."""
+
+  def __init__(self, dest: str | os.PathLike, *, resume: tuple[str, ...] = (), every_seconds: float = 60.0):
+    self.dest = path(dest)
+    self.local = Path(tempfile.mkdtemp(prefix="wavlm_jax-mirror-"))
+    self.every_seconds = every_seconds
+    self._uploaded: dict[str, tuple[int, int]] = {}
+    self._last = time.monotonic()
+    for name in resume:
+      if (self.dest / name).is_file():
+        with (self.dest / name).open("rb") as src, open(self.local / name, "wb") as dst:
+          shutil.copyfileobj(src, dst)
+        st = (self.local / name).stat()
+        self._uploaded[name] = (st.st_size, st.st_mtime_ns)
+
+  def due(self) -> bool:
+    return time.monotonic() - self._last >= self.every_seconds
+
+  def sync(self) -> None:
+    for f in sorted(self.local.rglob("*")):
+      if f.is_file():
+        name, st = f.relative_to(self.local).as_posix(), f.stat()
+        if self._uploaded.get(name) != (st.st_size, st.st_mtime_ns):
+          upload_file(f, self.dest / name)
+          self._uploaded[name] = (st.st_size, st.st_mtime_ns)
+    self._last = time.monotonic()
+
+  def close(self) -> None:
+    self.sync()
+    shutil.rmtree(self.local, ignore_errors=True)
+
+
+def run_status(workdir: str | os.PathLike) -> str:
+  """The `status` in a run's summary.json ("finished", "preempted", ...), or "none" when there is none yet."""
+  import json
+
+  try:
+    return str(json.loads((path(workdir) / "summary.json").read_text()).get("status", "none"))
+  except (OSError, ValueError, AttributeError):
+    return "none"
+
+
+if __name__ == "__main__":  # python -m wavlm_jax.storage status WORKDIR: what the launchers' restart logic reads
+  import sys
+
+  if len(sys.argv) != 3 or sys.argv[1] != "status":
+    sys.exit("usage: python -m wavlm_jax.storage status WORKDIR  (a local path or gs://...)")
+  print(run_status(sys.argv[2]))
