@@ -1,21 +1,20 @@
-"""Launchers: every script parses (bash -n, shellcheck when installed) and --dry-run prints the exact
-commands a user would otherwise run."""
+"""Launchers: every script parses (bash -n, shellcheck when installed; the GKE launcher compiles) and
+--dry-run prints the exact commands (the GKE launcher: the JobSet manifest) a user would otherwise run."""
 
+import importlib.util
 import json
 import os
-import re
 import shlex
-import signal
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ["launch/local.sh", "launch/slurm_gpu.sbatch", "launch/tpu.sh"]
+SCRIPTS = ["launch/local.sh", "launch/slurm_gpu.sbatch", "launch/tpu.sh", "launch/gke.py"]
 
 
 def _run(*args):
@@ -26,6 +25,11 @@ def _run(*args):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_parse(script):
+  if script.endswith(".py"):  # compiles (no bytecode written into the checkout) and prints its usage
+    compile((REPO / script).read_text(), script, "exec")
+    usage = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert usage.returncode == 0 and "--tpu-topology" in usage.stdout, usage.stderr
+    return
   assert subprocess.run(["bash", "-n", script], cwd=REPO).returncode == 0
   shellcheck = shutil.which("shellcheck", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
   if shellcheck:
@@ -94,41 +98,6 @@ def test_what_the_tpu_launcher_ships_is_the_committed_source_only():
               or f.endswith((".array_record", ".npz", ".pt", ".safetensors", ".flac", ".wav"))]
 
 
-@pytest.mark.slow
-def test_local_launcher_restarts_a_preempted_two_host_run_until_finished(espeak_data_dir, phone_labels, tmp_path):
-  # The pod path rehearsed with local processes: two hosts, SIGTERM to one of them mid-run (a preempted
-  # worker), both save the same step and stop; the launcher's restart logic starts both again, they
-  # resume from the checkpoint and finish; one model directory at the end.
-  workdir = tmp_path / "run"
-  launcher = subprocess.Popen(
-      ["bash", "launch/local.sh", "--processes", "2", "--cpu-devices", "4", "--restarts", "2", "--",
-       "--config", "configs/tiny.py", "--workdir", str(workdir), f"--config.data.data_dir={espeak_data_dir}",
-       f"--config.data.labels={phone_labels}", "--config.data.crop_seconds=1.0", "--config.data.min_seconds=0.5",
-       "--config.data.mix_prob=0.0", "--config.total_steps=24", "--config.log_every=1",
-       "--config.checkpoint.every_steps=100", "--config.checkpoint.preemption_check_every=4"],
-      cwd=REPO, env=dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
-  metrics = workdir / "metrics.jsonl"
-  deadline = time.time() + 300
-  while time.time() < deadline and not (metrics.is_file() and any(
-      json.loads(line)["step"] >= 2 for line in metrics.read_text().splitlines() if line)):
-    time.sleep(0.05)
-  hosts = subprocess.run(["pgrep", "-f", f"wavlm_jax.train .*--workdir {workdir}"], capture_output=True,
-                         text=True).stdout.split()
-  assert len(hosts) == 2, hosts
-  os.kill(int(hosts[1]), signal.SIGTERM)  # one host only
-  out, _ = launcher.communicate(timeout=600)
-  assert launcher.returncode == 0, out[-4000:]
-  assert "is 'preempted' (exit status 0): restart 1 of at most 2" in out, out[-4000:]
-  assert re.search(rf"resumed from {re.escape(str(workdir))}/checkpoints at step (4|8|12|16|20)\b", out), out[-4000:]
-  assert f"{workdir} finished after 1 restart(s)" in out
-  summary = json.loads((workdir / "summary.json").read_text())
-  assert summary["status"] == "finished" and summary["step"] == 24
-  steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
-  assert set(steps) == set(range(1, 25))  # every step logged, none lost across the restart
-  assert (workdir / "model" / "config.json").is_file() and len(list(workdir.glob("model*"))) == 1
-
-
 def _fake_bin(tmp_path, name, body):
   path = tmp_path / "bin" / name
   path.parent.mkdir(exist_ok=True)
@@ -190,3 +159,199 @@ echo '{{"status": "preempted"}}' > {workdir}/summary.json
   assert out.returncode == 0, out.stderr
   assert calls.read_text().splitlines() == ["srun", "srun", "scontrol requeue 42"]
   assert "restart 1 of at most 3" in out.stderr and "requeueing job 42" in out.stderr
+
+
+GKE_TPU = ["--tpu-type", "v5litepod-16", "--tpu-topology", "4x4"]
+GKE_GPU = ["--gpus-per-node", "8", "--gpu-type", "nvidia-h100-80gb", "--nodes", "2"]
+GKE_FLAGS = ["--name", "wavlm", "--config", "configs/wavlm_base.py", "--workdir", "gs://bucket/run", "--image",
+             "us-docker.pkg.dev/p/r/wavlm:abc"]
+GKE_STATUS = 'jsonpath={.status.restarts}/{.status.conditions[?(@.status=="True")].type}'
+
+
+def _gke(*args, env=None):
+  return subprocess.run([sys.executable, "launch/gke.py", *args], cwd=REPO, capture_output=True, text=True, env=env)
+
+
+def _gke_manifest(*args):
+  """The manifest `--dry-run` prints (YAML), and the kubectl commands it prints after it as comments."""
+  out = _gke(*GKE_FLAGS, "--dry-run", *args)
+  assert out.returncode == 0, out.stderr
+  commands = [shlex.split(line[2:]) for line in out.stdout.splitlines() if line.startswith("# kubectl")]
+  return yaml.safe_load(out.stdout), commands
+
+
+@pytest.mark.parametrize("fleet, hosts, resources, selector", [
+    (GKE_TPU, 4, {"google.com/tpu": 4},
+     {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice", "cloud.google.com/gke-tpu-topology": "4x4"}),
+    (GKE_GPU, 2, {"nvidia.com/gpu": 8}, {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}),
+], ids=["tpu", "gpu"])
+def test_gke_dry_run(fleet, hosts, resources, selector, monkeypatch):
+  manifest, commands = _gke_manifest(*fleet, "--max-restarts", "7", "--", "--config.mesh.fsdp=16",
+                                     "--config.total_steps=10")
+  assert manifest["apiVersion"] == "jobset.x-k8s.io/v1alpha2" and manifest["kind"] == "JobSet"
+  spec = manifest["spec"]
+  assert spec["failurePolicy"] == {"maxRestarts": 7}  # the whole JobSet restarts when a host fails
+  assert spec["successPolicy"] == {"operator": "All", "targetReplicatedJobs": ["workers"]}
+  assert spec["network"] == {"enableDNSHostnames": True, "subdomain": "wavlm"}
+  (workers,) = spec["replicatedJobs"]
+  job = workers["template"]["spec"]
+  assert workers["name"] == "workers" and workers["replicas"] == 1
+  assert job["parallelism"] == job["completions"] == hosts and job["completionMode"] == "Indexed"
+  assert job["backoffLimit"] == 0
+  pod = job["template"]["spec"]
+  assert pod["restartPolicy"] == "Never" and pod["nodeSelector"] == selector
+  (container,) = pod["containers"]
+  assert container["image"] == "us-docker.pkg.dev/p/r/wavlm:abc" and container["resources"] == {"limits": resources}
+  shell, flag, script = container["command"]
+  assert (shell, flag) == ("bash", "-c")
+  train, check = script.split(" && ")[:2]
+  assert shlex.split(train) == ["python", "-m", "wavlm_jax.train", "--config", "configs/wavlm_base.py", "--workdir",
+                                "gs://bucket/run", "--config.mesh.fsdp=16", "--config.total_steps=10"]
+  assert check == "status=$(python -m wavlm_jax.storage status gs://bucket/run)"
+  assert script.endswith('[ "$status" = finished ]')  # a preempted host (exit 0, not finished) fails its pod
+  env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+  assert env["JAX_COORDINATOR_ADDRESS"] == "wavlm-workers-0-0.wavlm:8476"  # pod 0 in the JobSet's subdomain
+  assert env["JAX_NUM_PROCESSES"] == str(hosts)
+  index = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+  assert env["JAX_PROCESS_ID"] == {"fieldRef": {"fieldPath": index}}
+  assert commands == [["kubectl", "apply", "-f", "-"], ["kubectl", "get", "jobset", "wavlm", "-o", GKE_STATUS]]
+
+  # These are the variables the trainer reads: on the last host, jax.distributed.initialize gets them.
+  from configs.common import distributed_config
+  from wavlm_jax import cli
+  calls = []
+  monkeypatch.setattr(cli.jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(cli.jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  for key, value in env.items():
+    monkeypatch.setenv(key, str(hosts - 1) if key == "JAX_PROCESS_ID" else value)
+  d = distributed_config()
+  d.cpu_collectives = ""  # leave this process's JAX config alone
+  cli.initialize_distributed(d)
+  assert calls == [{"coordinator_address": "wavlm-workers-0-0.wavlm:8476", "num_processes": hosts,
+                    "process_id": hosts - 1}]
+
+
+def _validate_jobset(manifest):
+  """Raises jsonschema.ValidationError unless the manifest is a valid JobSet: the JobSet against
+  launch/schemas/jobset-v1alpha2.json, each replicated job's template (a batch/v1 JobTemplateSpec) as a Job
+  against the Kubernetes 1.31 schemas that kubernetes-validate ships (strict: an unknown field is an error)."""
+  import jsonschema
+  import kubernetes_validate
+  schema = json.loads((REPO / "launch/schemas/jobset-v1alpha2.json").read_text())
+  jsonschema.Draft202012Validator.check_schema(schema)
+  jsonschema.Draft202012Validator(schema).validate(manifest)
+  for replicated in manifest["spec"]["replicatedJobs"]:
+    template = replicated["template"]
+    metadata = {"name": f"{manifest['metadata']['name']}-{replicated['name']}-0", **template.get("metadata", {})}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": template["spec"]}
+    assert kubernetes_validate.validate(job, "1.31", strict=True) == "1.31"
+
+
+@pytest.mark.parametrize("fleet", [GKE_TPU, GKE_GPU], ids=["tpu", "gpu"])
+def test_gke_manifest_is_a_valid_jobset(fleet):
+  manifest, _ = _gke_manifest(*fleet, "--", "--config.total_steps=10")
+  _validate_jobset(manifest)
+  names = {replicated["name"] for replicated in manifest["spec"]["replicatedJobs"]}
+  assert set(manifest["spec"]["successPolicy"]["targetReplicatedJobs"]) <= names
+
+
+def _pod(manifest):
+  return manifest["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("break_it, unexpected", [
+    (lambda m: m["spec"]["failurePolicy"].update(maxRestart=m["spec"]["failurePolicy"].pop("maxRestarts")),
+     "maxRestart"),  # the JobSet schema
+    (lambda m: m["spec"]["network"].update(enableDnsHostnames=True), "enableDnsHostnames"),
+    (lambda m: m["spec"]["successPolicy"].update(operator="all"), "'all'"),
+    (lambda m: m["spec"]["replicatedJobs"][0].update(replicas="1"), "'1'"),
+    (lambda m: m["spec"]["replicatedJobs"][0]["template"]["spec"].update(backoffLimits=0),
+     "backoffLimits"),  # the Kubernetes schemas
+    (lambda m: _pod(m).update(nodeSelectors=_pod(m).pop("nodeSelector")), "nodeSelectors"),
+    (lambda m: _pod(m)["containers"][0].update(imagee=_pod(m)["containers"][0].pop("image")), "imagee"),
+    (lambda m: _pod(m).update(restartPolicy=["Never"]), "['Never']"),
+], ids=["maxRestart", "enableDnsHostnames", "operator", "replicas", "backoffLimits", "nodeSelectors", "imagee",
+        "restartPolicy"])
+def test_gke_schema_check_fails_on_a_broken_manifest(break_it, unexpected):
+  import jsonschema
+  manifest, _ = _gke_manifest(*GKE_TPU)
+  break_it(manifest)
+  with pytest.raises(jsonschema.ValidationError) as error:
+    _validate_jobset(manifest)
+  assert unexpected in error.value.message
+
+
+@pytest.mark.parametrize("tpu_type, topology, hosts, chips_per_host", [
+    ("v5litepod-16", "4x4", 4, 4),  # v5e: the number counts chips
+    ("v5litepod-8", "2x4", 1, 8),  # one host holds a v5e slice of up to 8 chips
+    ("v6e-256", "16x16", 64, 4),
+    ("v4-32", "2x2x4", 4, 4),  # v4 and v5p: the number counts TensorCores, two per chip
+    ("v5p-8", "2x2x1", 1, 4),
+    ("v5p-128", "4x4x4", 16, 4),
+])
+def test_gke_tpu_hosts(tpu_type, topology, hosts, chips_per_host):
+  spec = importlib.util.spec_from_file_location("gke_launcher", REPO / "launch/gke.py")
+  gke = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(gke)
+  selector, n, per_host = gke.tpu_slice(tpu_type, topology)
+  assert (n, per_host) == (hosts, chips_per_host) and selector["cloud.google.com/gke-tpu-topology"] == topology
+
+
+@pytest.mark.parametrize("args, message", [
+    (GKE_FLAGS[:6] + GKE_TPU, "--image is required"),
+    (GKE_FLAGS[:4] + GKE_FLAGS[6:] + GKE_TPU, "--workdir is required"),
+    (GKE_FLAGS[2:] + GKE_TPU, "--name is required"),
+    (GKE_FLAGS, "--tpu-type and --tpu-topology (a TPU slice) or --gpus-per-node"),
+    (GKE_FLAGS + GKE_TPU[:2], "--tpu-topology is required"),
+    (GKE_FLAGS + GKE_GPU[:4], "--nodes is required"),
+    (GKE_FLAGS + GKE_TPU + ["--nodes", "2"], "exclude each other"),
+    (GKE_FLAGS + ["--tpu-type", "v5litepod-16", "--tpu-topology", "2x4"], "--tpu-topology 2x4 has 8 chips"),
+    (GKE_FLAGS + ["--tpu-type", "v4-32", "--tpu-topology", "4x4"], "--tpu-topology '4x4': v4 needs 3 numbers"),
+    (GKE_FLAGS + ["--tpu-type", "v5e-16", "--tpu-topology", "4x4"], "--tpu-type 'v5e-16' is not one of"),
+    (GKE_FLAGS + GKE_GPU + ["--max-restarts", "-1"], "--max-restarts must be 0 or more"),
+    (GKE_FLAGS + GKE_GPU + ["--nodes", "two"], "argument --nodes: invalid int value"),
+    (["--name", "Wavlm_1"] + GKE_FLAGS[2:] + GKE_TPU, "--name 'Wavlm_1' must be"),
+])
+def test_gke_usage_errors(args, message):
+  out = _gke(*args, "--dry-run")
+  assert out.returncode == 2 and message in out.stderr and not out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("final, status", [("Completed", 0), ("Failed", 1)])
+def test_gke_launcher_applies_the_manifest_and_waits_for_the_jobset(tmp_path, final, status):
+  # kubectl stands in: it keeps what is applied; the JobSet runs, restarts once, then ends `final`.
+  calls, applied = tmp_path / "calls", tmp_path / "applied.yaml"
+  _fake_bin(tmp_path, "kubectl", f'''
+echo "$*" >> {calls}
+case "$*" in
+  *" apply -f -") cat > {applied} ;;
+  *" get jobset "*)
+    n=$(grep -c "get jobset" {calls})
+    if [[ $n -eq 1 ]]; then echo -n "0/StartupPolicyCompleted"
+    elif [[ $n -eq 2 ]]; then echo -n "1/StartupPolicyCompleted"
+    else echo -n "1/StartupPolicyCompleted {final}"; fi ;;
+esac
+''')
+  env = dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+  out = _gke(*GKE_FLAGS, *GKE_GPU, "--namespace", "ml", "--poll-seconds", "0", "--", "--config.total_steps=10", env=env)
+  assert out.returncode == status, out.stderr
+  dry_run, _ = _gke_manifest(*GKE_GPU, "--namespace", "ml", "--", "--config.total_steps=10")
+  assert yaml.safe_load(applied.read_text()) == dry_run  # what --dry-run prints is what is applied
+  get = f"--namespace ml get jobset wavlm -o {GKE_STATUS}"
+  assert calls.read_text().splitlines() == ["--namespace ml apply -f -", get, get, get]
+  assert "jobset wavlm: 1 restart(s), StartupPolicyCompleted " + final in out.stdout
+  assert ("jobset wavlm failed" in out.stderr) == (final == "Failed")
+
+
+@pytest.mark.parametrize("status, code", [("finished", 0), ("preempted", 1), ("none", 1)])
+def test_gke_pod_fails_unless_the_run_finished(status, code, tmp_path):
+  # The container's command run as a pod would, with `python` standing in: the trainer exits 0 after a
+  # SIGTERM (it saved and stopped), and only a summary that says finished lets the pod succeed.
+  manifest, _ = _gke_manifest(*GKE_TPU)
+  (container,) = manifest["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"]
+  fake = tmp_path / "python"
+  fake.write_text(f'#!/usr/bin/env bash\n[[ "$*" == *"wavlm_jax.storage status"* ]] && echo {status}\nexit 0\n')
+  fake.chmod(0o755)
+  out = subprocess.run(container["command"], env=dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}"),
+                       capture_output=True, text=True)
+  assert out.returncode == code and f"workdir status: {status}" in out.stdout
