@@ -55,7 +55,7 @@ TPUS = {
 CHIPS_PER_HOST = 4
 # The JobSet's restarts and the types of its true conditions, e.g. "1/StartupPolicyCompleted Completed".
 STATUS_JSONPATH = 'jsonpath={.status.restarts}/{.status.conditions[?(@.status=="True")].type}'
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # DNS-1035: the JobSet's headless Service takes its name
 
 
 class UsageError(ValueError):
@@ -89,10 +89,15 @@ def container_command(config: str, workdir: str, train_flags: list[str]) -> list
   """The training command, then a check of the workdir's summary.json: a host whose trainer saved and
   stopped on SIGTERM (status "preempted", exit status 0) must still fail its pod, or Kubernetes would count
   the Job as complete and the JobSet would never restart the unfinished run. The trainer writes the
-  summary before any host exits (a barrier), so every host of a finished run sees "finished"."""
+  summary before any host exits (a barrier), so every host of a finished run sees "finished". bash runs
+  as the container's PID 1, which the kernel gives no default signal handling: it traps SIGTERM and passes
+  it on to the trainer (which then saves), and waits again for the trainer to finish saving."""
   train = shlex.join(["python", "-m", "wavlm_jax.train", "--config", config, "--workdir", workdir, *train_flags])
   check = shlex.join(["python", "-m", "wavlm_jax.storage", "status", workdir])
-  return ["bash", "-c", f'{train} && status=$({check}) && echo "workdir status: $status" && [ "$status" = finished ]']
+  script = (f"{train} & pid=$!; trap 'kill -TERM $pid' TERM; wait $pid; rc=$?; "
+            "if kill -0 $pid 2>/dev/null; then wait $pid; rc=$?; fi; "
+            f'[ $rc -eq 0 ] && status=$({check}) && echo "workdir status: $status" && [ "$status" = finished ]')
+  return ["bash", "-c", script]
 
 
 def jobset(name: str, image: str, command: list[str], port: int, max_restarts: int, *, hosts: int,
@@ -195,7 +200,7 @@ def hosts(args: argparse.Namespace) -> dict:
     if not getattr(args, flag):
       raise UsageError(f"--{flag} is required")
   if not DNS_LABEL.fullmatch(args.name):
-    raise UsageError(f"--name {args.name!r} must be lower-case letters, digits and '-' (a DNS label)")
+    raise UsageError(f"--name {args.name!r} must be a lower-case letter, then lower-case letters, digits and '-' (a DNS-1035 label)")
   tpu_flags, gpu_flags = ("tpu_type", "tpu_topology"), ("gpus_per_node", "gpu_type", "nodes")
   tpu = any(getattr(args, f) is not None for f in tpu_flags)
   gpu = any(getattr(args, f) is not None for f in gpu_flags)

@@ -104,8 +104,8 @@ run_all() {
   return "$status"
 }
 
-run_status() {  # the trainer's summary.json status, or "none" (the workdir may be a gs:// bucket)
-  "$python" -m wavlm_jax.storage status "$workdir" 2>/dev/null || echo none
+run_status() {  # summary.json's status: finished, preempted, none (yet) or unknown (unreadable); may be gs://
+  "$python" -m wavlm_jax.storage status "$workdir" || echo unknown  # the error is on stderr
 }
 
 attempt=0

@@ -5,9 +5,11 @@ import importlib.util
 import json
 import os
 import shlex
+import signal
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -204,10 +206,11 @@ def test_gke_dry_run(fleet, hosts, resources, selector, monkeypatch):
   assert container["image"] == "us-docker.pkg.dev/p/r/wavlm:abc" and container["resources"] == {"limits": resources}
   shell, flag, script = container["command"]
   assert (shell, flag) == ("bash", "-c")
-  train, check = script.split(" && ")[:2]
+  train = script.split(" & pid=$!")[0]
   assert shlex.split(train) == ["python", "-m", "wavlm_jax.train", "--config", "configs/wavlm_base.py", "--workdir",
                                 "gs://bucket/run", "--config.mesh.fsdp=16", "--config.total_steps=10"]
-  assert check == "status=$(python -m wavlm_jax.storage status gs://bucket/run)"
+  assert "trap 'kill -TERM $pid' TERM" in script  # bash is PID 1: it must pass SIGTERM on to the trainer
+  assert "status=$(python -m wavlm_jax.storage status gs://bucket/run)" in script
   assert script.endswith('[ "$status" = finished ]')  # a preempted host (exit 0, not finished) fails its pod
   env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
   assert env["JAX_COORDINATOR_ADDRESS"] == "wavlm-workers-0-0.wavlm:8476"  # pod 0 in the JobSet's subdomain
@@ -355,3 +358,24 @@ def test_gke_pod_fails_unless_the_run_finished(status, code, tmp_path):
   out = subprocess.run(container["command"], env=dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}"),
                        capture_output=True, text=True)
   assert out.returncode == code and f"workdir status: {status}" in out.stdout
+
+
+def test_gke_pod_passes_sigterm_on_to_the_trainer(tmp_path):
+  # Kubernetes stops a pod with SIGTERM to its PID 1, the container's bash: the trainer (a stand-in that
+  # "saves" for a moment when told) must receive it, finish saving, and the pod then fails (preempted).
+  manifest, _ = _gke_manifest(*GKE_TPU)
+  (container,) = manifest["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"]
+  fake = tmp_path / "python"
+  fake.write_text('#!/usr/bin/env bash\nif [[ "$*" == *"wavlm_jax.storage status"* ]]; then echo preempted; exit 0; fi\n'
+                  f'trap \'sleep 0.5; echo saved > {tmp_path}/saved; exit 0\' TERM\n'
+                  f'touch {tmp_path}/started\nwhile true; do sleep 0.1; done\n')
+  fake.chmod(0o755)
+  pod = subprocess.Popen(container["command"], env=dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}"),
+                         stdout=subprocess.PIPE, text=True)
+  deadline = time.time() + 30
+  while not (tmp_path / "started").exists() and time.time() < deadline:
+    time.sleep(0.05)
+  pod.send_signal(signal.SIGTERM)
+  out, _ = pod.communicate(timeout=30)
+  assert (tmp_path / "saved").read_text() == "saved\n"  # the trainer got the signal and finished saving
+  assert pod.returncode == 1 and "workdir status: preempted" in out

@@ -46,7 +46,7 @@ def lm_words(path: str) -> list[str]:
 def evaluate(args) -> dict:
   import jax
 
-  from wavlm_jax import recognize
+  from wavlm_jax import recognize, storage
   from wavlm_jax.data import pipeline
   from wavlm_jax.data.config import data_config
   from wavlm_jax.data.vocab import Vocabulary
@@ -85,7 +85,8 @@ def evaluate(args) -> dict:
   result = recognize.transcribe(forward, params, batches, vocab, mesh, decoder=decoder)
   seconds = time.perf_counter() - t0
 
-  out = Path(args.output or Path(args.model) / f"eval-{args.dataset.replace('/', '_')}-{args.split}")
+  # beside the model by default; the model and the output may be gs:// (small text files, written whole)
+  out = storage.path(args.output or storage.path(args.model) / f"eval-{args.dataset.replace('/', '_')}-{args.split}")
   out.mkdir(parents=True, exist_ok=True)
   clean = lambda t: " ".join(t.split())
   (out / "hypotheses.txt").write_text("".join(f"{r['id']}\t{clean(r['hypothesis'])}\n" for r in result.records),

@@ -200,6 +200,11 @@ def finetune(cfg, workdir: str) -> dict:
   start_step = int(state["step"])
   best_file = storage.path(workdir) / "best.json"
   best = json.loads(best_file.read_text()) if best_file.is_file() else None
+  if best is not None and not (storage.path(workdir) / "best" / directory.CONFIG_FILE).is_file():
+    # on a bucket best/ is replaced by removing it, then uploading the new one: a run stopped in between
+    # has a best.json without its model; the next validation then saves one again
+    log(f"{best_file} names a best model that {workdir}/best does not hold (stopped while saving it): forgetting it")
+    best = None
   metric = cfg.eval.metric or ("per" if vocab.kind == "phonemes" else "wer")
   if metric not in (("per",) if vocab.kind == "phonemes" else ("wer", "cer")):
     raise ValueError(f"config.eval.metric={metric!r} does not apply to a {vocab.kind} vocabulary")

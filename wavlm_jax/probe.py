@@ -168,7 +168,7 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  from wavlm_jax import cli
+  from wavlm_jax import cli, storage
   cli.use_cpu_without_accelerators()
 
   from wavlm_jax.probing import features, plots, tasks
@@ -178,9 +178,11 @@ def main(argv=None) -> int:
   except KeyError as e:
     print(f"error: --task: {e.args[0]}", file=sys.stderr)
     return 2
-  model = Path(args.model)
+  model = storage.path(args.model)  # may be gs://; the workdir is local (plots, caches)
   problem = features.usage_error(model, {"--steps": args.steps, "--batch-size": args.batch_size,
                                          "--length-levels": args.length_levels})
+  if problem is None and args.workdir and storage.is_url(args.workdir):
+    problem = f"--workdir {args.workdir}: a local directory (feature caches and plots are written there)"
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2

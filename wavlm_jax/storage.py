@@ -69,13 +69,6 @@ def as_str(p: str | os.PathLike) -> str:
   return os.fspath(path(p))
 
 
-def write_text(p: str | os.PathLike, text: str) -> None:
-  """Writes a whole small file (its parent created); one object on a bucket."""
-  target = path(p)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  target.write_text(text)
-
-
 def remove_tree(p: str | os.PathLike) -> None:
   target = path(p)
   if target.exists():
@@ -98,18 +91,6 @@ def upload_tree(local: str | os.PathLike, dest: str | os.PathLike, *, last: str 
   files.sort(key=lambda f: f.relative_to(local).as_posix() == last)  # stable: the marker moves to the end
   for f in files:
     upload_file(f, path(dest) / f.relative_to(local).as_posix())
-
-
-def download_tree(src: str | os.PathLike, local: str | os.PathLike) -> Path:
-  """Copies every file under `src` (a URL or a local path) into the local directory `local`."""
-  src, local = path(src), Path(local)
-  for f in src.rglob("*"):
-    if f.is_file():
-      target = local / os.path.relpath(os.fspath(f), os.fspath(src))
-      target.parent.mkdir(parents=True, exist_ok=True)
-      with f.open("rb") as a, open(target, "wb") as b:
-        shutil.copyfileobj(a, b, length=16 << 20)
-  return local
 
 
 @contextlib.contextmanager
@@ -151,7 +132,9 @@ class Mirror:
   """A local directory whose files are copied to `dest` by `sync()`, for writers that append (TensorBoard
   event files, metrics.jsonl), which an object store cannot do. `resume` files already at `dest` are
   copied down first, so that a resumed run appends to them. Files whose size or time changed are uploaded
-  again, at most every `every_seconds` unless forced; `close()` uploads the rest and removes the copy."""
+  again, at most every `every_seconds`; `close()` uploads the rest and removes the copy. An upload that
+  fails (the store unreachable for longer than its client retries) is logged and tried again at the next
+  sync: logs never stop a run."""
 
   def __init__(self, dest: str | os.PathLike, *, resume: tuple[str, ...] = (), every_seconds: float = 60.0):
     self.dest = path(dest)
@@ -169,28 +152,50 @@ class Mirror:
   def due(self) -> bool:
     return time.monotonic() - self._last >= self.every_seconds
 
-  def sync(self) -> None:
+  def sync(self) -> bool:
+    """Uploads what changed; False (after logging why) when an upload failed."""
+    ok = True
     for f in sorted(self.local.rglob("*")):
       if f.is_file():
         name, st = f.relative_to(self.local).as_posix(), f.stat()
         if self._uploaded.get(name) != (st.st_size, st.st_mtime_ns):
-          upload_file(f, self.dest / name)
+          try:
+            upload_file(f, self.dest / name)
+          except Exception as e:  # noqa: BLE001 - any client error: keep the local copy, retry next time
+            logging.getLogger(__name__).warning("could not upload %s to %s (%r); retrying at the next sync",
+                                                f, self.dest / name, e)
+            ok = False
+            continue
           self._uploaded[name] = (st.st_size, st.st_mtime_ns)
     self._last = time.monotonic()
+    return ok
 
   def close(self) -> None:
-    self.sync()
-    shutil.rmtree(self.local, ignore_errors=True)
+    if self.sync():
+      shutil.rmtree(self.local, ignore_errors=True)
+    else:
+      logging.getLogger(__name__).warning("kept %s: some files could not be uploaded to %s", self.local, self.dest)
 
 
-def run_status(workdir: str | os.PathLike) -> str:
-  """The `status` in a run's summary.json ("finished", "preempted", ...), or "none" when there is none yet."""
+def run_status(workdir: str | os.PathLike, *, tries: int = 4, wait_seconds: float = 10.0) -> str:
+  """The `status` in a run's summary.json ("finished" or "preempted"; a diverging run stops with an error
+  instead), or "none" when the run has written none yet. Any other failure to read it (the store unreachable, no permission) is retried,
+  then raised: a launcher must not take "cannot tell" for "not finished"."""
   import json
 
-  try:
-    return str(json.loads((path(workdir) / "summary.json").read_text()).get("status", "none"))
-  except (OSError, ValueError, AttributeError):
-    return "none"
+  summary = path(workdir) / "summary.json"
+  for attempt in range(tries):
+    try:
+      return str(json.loads(summary.read_text()).get("status", "none"))
+    except FileNotFoundError:
+      return "none"
+    except ValueError as e:  # a summary that is not JSON: say so, it will not get better
+      raise ValueError(f"{summary}: not a run summary ({e})") from None
+    except Exception:  # noqa: BLE001 - any client error
+      if attempt == tries - 1:
+        raise
+      time.sleep(wait_seconds)
+  raise AssertionError("unreachable")
 
 
 if __name__ == "__main__":  # python -m wavlm_jax.storage status WORKDIR: what the launchers' restart logic reads
@@ -198,4 +203,7 @@ if __name__ == "__main__":  # python -m wavlm_jax.storage status WORKDIR: what t
 
   if len(sys.argv) != 3 or sys.argv[1] != "status":
     sys.exit("usage: python -m wavlm_jax.storage status WORKDIR  (a local path or gs://...)")
-  print(run_status(sys.argv[2]))
+  try:
+    print(run_status(sys.argv[2]))
+  except Exception as e:  # noqa: BLE001
+    sys.exit(f"error: cannot read {sys.argv[2]}/summary.json: {e!r}")

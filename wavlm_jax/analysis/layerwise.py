@@ -100,12 +100,14 @@ def main(argv=None) -> int:
 
   import numpy as np
 
-  from wavlm_jax import audio
+  from wavlm_jax import audio, storage
   from wavlm_jax.probing import features, plots, tasks
 
-  model = Path(args.model)
+  model = storage.path(args.model)  # may be gs://; the workdir is local (plots, caches)
   problem = features.usage_error(model, {"--steps": args.steps, "--batch-size": args.batch_size,
                                          "--clusters": args.clusters, "--length-levels": args.length_levels})
+  if problem is None and args.workdir and storage.is_url(args.workdir):
+    problem = f"--workdir {args.workdir}: a local directory (feature caches and plots are written there)"
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     return 2

@@ -55,6 +55,10 @@ def main(argv=None) -> int:
     print(f"error: --dst {args.dst}: PyTorch files are written locally; copy them to the bucket afterwards "
           "(gcloud storage cp -r)", file=sys.stderr)
     return 1
+  if args.src_format and storage.is_url(args.src):
+    print(f"error: --src {args.src}: PyTorch checkpoints are read locally; copy it here first "
+          "(gcloud storage cp -r); --dst may be a bucket", file=sys.stderr)
+    return 1
   dst = storage.path(args.dst) if args.src_format else Path(args.dst)  # a model directory may be gs://
   try:
     _check_dst_free(dst, args.overwrite)

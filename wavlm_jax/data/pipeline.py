@@ -67,7 +67,9 @@ def length_index(source, cfg) -> np.ndarray:
   read = lambda r: [len(ex[cfg.audio_key]) for ex in source.__getitems__(list(r))]
   with concurrent.futures.ThreadPoolExecutor(max(1, cfg.num_threads)) as pool:
     lengths = np.array([x for part in pool.map(read, chunks) for x in part], np.int64)
-  if cache is not None:
+  import jax
+
+  if cache is not None and jax.process_index() == 0:  # one writer: a bucket takes ~1 write/s per object
     buffer = io.BytesIO()
     np.save(buffer, lengths)
     # one object write on a bucket; a renamed temporary file on disk (hosts may share a file system)
@@ -76,7 +78,7 @@ def length_index(source, cfg) -> np.ndarray:
       tmp.write_bytes(buffer.getvalue())
       if tmp != cache:
         os.replace(tmp, cache)
-    except OSError:  # a read-only dataset: index again next time
+    except Exception:  # noqa: BLE001 - a read-only dataset or bucket, any client's error: index again next time
       if tmp != cache and tmp.exists():
         tmp.unlink()
   return lengths

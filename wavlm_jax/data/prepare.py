@@ -37,6 +37,8 @@ def main(argv=None) -> int:
   if args.kind in builders.FOLDER_BUILDERS:
     if not args.path:
       p.error(f"{args.kind} needs the folder to read")
+    if args.path.startswith(("gs://", "s3://")):
+      p.error(f"{args.path}: audio folders are read from local disk (or a gcsfuse mount); --data-dir may be a bucket")
     if not os.path.isdir(args.path):
       p.error(f"{args.path}: not a directory")
     builder = builders.prepare_folder(args.kind, args.path, data_dir, name=args.name, min_seconds=args.min_seconds,

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from wavlm_jax import audio
+from wavlm_jax import audio, storage
 from wavlm_jax.data import labels as labels_lib
 
 FORMAT = 1
@@ -152,13 +152,13 @@ class Features:
     return self._fields[name]
 
 
-def _fingerprint(model_dir: Path) -> dict:
+def _fingerprint(model_dir: os.PathLike) -> dict:
   """What identifies a model directory's content: its config text and its parameter files' sizes and times."""
   h = hashlib.sha1((model_dir / "config.json").read_bytes())
   for p in sorted((model_dir / "params").rglob("*")):
     if p.is_file():
       st = p.stat()
-      h.update(f"{p.relative_to(model_dir)}:{st.st_size}:{st.st_mtime_ns}".encode())
+      h.update(f"{p.relative_to(model_dir)}:{st.length}:{st.mtime}".encode())  # epath (gs:// too)
   return {"model": str(model_dir.absolute()), "model_sha1": h.hexdigest()}
 
 
@@ -218,7 +218,7 @@ class Extractor:
 
     from wavlm_jax.models import directory
 
-    self.model_dir = Path(model_dir)
+    self.model_dir = storage.path(model_dir)  # may be gs://
     self.config = directory.load_config(self.model_dir, layerdrop=0.0)
     self.levels = levels
     self.hop = audio.samples_per_frame(self.config.conv_stride)
@@ -363,7 +363,7 @@ def dataset_features(extractor: Extractor, dataset: str, split: str, workdir: st
   from wavlm_jax.data import paths
 
   source = DatasetAudio(open_split(dataset, split, data_dir), audio_field=audio_field, name=dataset)
-  key = {"dataset": dataset, "data_dir": str(Path(paths.data_dir(data_dir)).absolute()), "split": split,
+  key = {"dataset": dataset, "data_dir": storage.as_str(paths.data_dir(data_dir)), "split": split,
          "audio_field": audio_field, "utterances": len(source)}  # a re-prepared dataset of another size: new
   return extract(extractor, source, Path(workdir) / "features" / slug(dataset) / slug(split), key, dtype=dtype,
                  max_seconds=max_seconds, max_utterances=max_utterances, log=log)
@@ -375,7 +375,7 @@ def usage_error(model: str | os.PathLike, counts: dict[str, int | None]) -> str 
   for flag, value in counts.items():
     if value is not None and value < 1:
       return f"{flag} must be at least 1, got {value}"
-  if not (Path(model) / "config.json").is_file():
+  if not (storage.path(model) / "config.json").is_file():
     return f"--model {model}: no config.json; not a wavlm_jax model directory"
   return None
 
