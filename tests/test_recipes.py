@@ -8,14 +8,15 @@ import re
 
 import pytest
 
-from configs import hubert_base, ils_ssl_base, tokenize_hidden, tokenize_mfcc, wavlm_base, wavlm_large
+from configs import (hubert_base, ils_ssl_base, tokenize_ctc, tokenize_hidden, tokenize_mfcc, tokenize_pbert, wavlm_base,
+                     wavlm_large)
 from wavlm_jax import data
 from wavlm_jax.data import builders
 from wavlm_jax.models import config as config_lib
 from wavlm_jax.models import params, wavlm
 
 RECIPES = ("hubert_base", "ils_ssl_base", "tiny", "wavlm_base", "wavlm_base_plus", "wavlm_large", "tokenize_mfcc",
-           "tokenize_hidden")
+           "tokenize_hidden", "tokenize_pbert", "tokenize_ctc")
 TRAIN_RECIPES = {"hubert_base:it1": "it1", "hubert_base:it2": "it2", "wavlm_base": "", "wavlm_base_plus": "",
                  "wavlm_large": "", "ils_ssl_base": "", "tiny": None}
 _COMMAND = re.compile(r"--config[ =]configs/(\w+)\.py(?::([\w,]+))?")
@@ -63,7 +64,8 @@ def test_docstring_commands_name_configs_arguments_and_fields_that_exist():
 
 
 def test_labels_named_in_commands_are_where_a_tokenizer_preset_writes_them():
-  workdirs = {m.get_config(p).workdir for m in (tokenize_mfcc, tokenize_hidden) for p in tokenize_mfcc.PRESETS}
+  tokenizers = (tokenize_mfcc, tokenize_hidden, tokenize_pbert, tokenize_ctc)
+  workdirs = {m.get_config(p).workdir for m in tokenizers for p in tokenize_mfcc.PRESETS}
   named = [value for _, _, _, fields in _commands() for field, value in fields
            if field == "data.labels" and value.startswith("runs/")]
   assert named

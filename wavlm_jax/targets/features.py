@@ -85,9 +85,10 @@ def mfcc(waveform: np.ndarray, num_ceps: int = 13, num_mel_bins: int = 23, with_
 
 class HiddenFeatures:
   """Layer-l outputs of a model directory; `__call__(waveforms)` maps a list of float waveforms to a
-  list of (frames, E) arrays. Utterances are grouped by padded length to limit recompilation."""
+  list of (frames, E) arrays. Utterances are grouped by padded length to limit recompilation.
+  `layer=None` with a fine-tuned CTC model gives its CTC log-probabilities (frames, V) instead."""
 
-  def __init__(self, model_dir, layer: int, *, max_chunk: int = 1_600_000, batch_size: int = 8,
+  def __init__(self, model_dir, layer: int | None, *, max_chunk: int = 1_600_000, batch_size: int = 8,
                pad_multiple: int = SAMPLE_RATE):  # pad to whole seconds: few shapes
     import jax
     import jax.numpy as jnp
@@ -97,8 +98,14 @@ class HiddenFeatures:
     from wavlm_jax.models import directory
 
     model = directory.load_model(model_dir)
-    if not 1 <= layer <= model.config.num_layers:
+    if layer is None:
+      if model.config.vocab_size <= 0:
+        raise ValueError(f"{model_dir} has no CTC head (vocab_size 0): CTC posteriors need a fine-tuned model")
+      self.dim = model.config.vocab_size
+    elif not 1 <= layer <= model.config.num_layers:
       raise ValueError(f"layer {layer} is out of range 1..{model.config.num_layers} for {model_dir}")
+    else:
+      self.dim = model.config.embed_dim
     self.config, self.layer, self.max_chunk = model.config, layer, max_chunk
     self.pad_multiple = pad_multiple
     devices = jax.local_devices()
@@ -112,7 +119,10 @@ class HiddenFeatures:
       m = nnx.merge(graphdef, state)
       if normalize:
         waveforms = audio.normalize_waveform(waveforms, padding_mask, xp=jnp)
-      return m(waveforms, padding_mask, padding_invariant=True).layer_outputs[layer]
+      out = m(waveforms, padding_mask, padding_invariant=True)
+      if layer is None:
+        return jax.nn.log_softmax(m.ctc_logits(out).astype(jnp.float32), axis=-1)
+      return out.layer_outputs[layer]
 
     self._encode = jax.jit(encode)
     self._state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -148,7 +158,7 @@ class HiddenFeatures:
         encoded[j] = feats[row, :max(0, int(conv_output_length(len(pieces[j][1]), self.config)))]
     for j, (i, _) in enumerate(pieces):
       results[i].append(encoded[j])
-    return [np.concatenate(r, axis=0) if r else np.zeros((0, self.config.embed_dim), np.float32) for r in results]
+    return [np.concatenate(r, axis=0) if r else np.zeros((0, self.dim), np.float32) for r in results]
 
 
 def mfcc_batch(waveforms: Iterable[np.ndarray]) -> list[np.ndarray]:

@@ -79,6 +79,69 @@ class Featurizer:
     return self._fn(waveforms)
 
 
+class KMeansLabeler:
+  """Unit labels: the nearest k-means centroid of each feature frame."""
+
+  def __init__(self, km: kmeans_lib.KMeans, featurize: Featurizer, source: str):
+    self.km, self.featurize = km, featurize
+    self.rate, self.num_classes = featurize.rate, km.k
+    self.provenance = {**km.provenance, "kmeans": source}
+
+  def __call__(self, waveforms) -> list[np.ndarray]:
+    feats = self.featurize(waveforms)
+    split_at = np.cumsum([len(f) for f in feats])[:-1]
+    return np.split(self.km.assign(np.concatenate(feats)), split_at)
+
+
+class PhoneLabeler:
+  """PBERT targets (Wang et al. 2022): one phoneme per frame from a phoneme recognizer trained on the
+  labelled subset only. Each utterance is decoded (greedy CTC) with the recognizer, and the decoded
+  sequence is force-aligned against the recognizer's own posteriors (`decoding.align`, blank frames
+  filled by the alignment). Only audio is read: the utterance's transcript, phonemes and alignment are
+  never looked at. Labels are the recognizer's vocabulary ids (`ctc_vocab.json`; the blank id only for an
+  utterance decoded as empty), at 50 Hz, or 100 Hz by repeating each frame."""
+
+  def __init__(self, cfg):
+    from wavlm_jax.data.vocab import Vocabulary
+
+    if not cfg.checkpoint:
+      raise ValueError("config.checkpoint: a fine-tuned CTC model directory (with ctc_vocab.json) is required "
+                       "for PBERT labels")
+    self.vocab = Vocabulary.load(cfg.checkpoint)
+    self.repeat = {50: 1, 100: 2}.get(int(cfg.label_rate))
+    if self.repeat is None:
+      raise ValueError(f"config.label_rate: {cfg.label_rate} is not 50 or 100")
+    self.rate, self.num_classes = float(cfg.label_rate), len(self.vocab)
+    self._posteriors = features_lib.HiddenFeatures(cfg.checkpoint, None, batch_size=cfg.batch_size)
+    if self._posteriors.dim != len(self.vocab):
+      raise ValueError(f"{cfg.checkpoint}: the CTC head has {self._posteriors.dim} outputs but ctc_vocab.json "
+                       f"{len(self.vocab)} tokens")
+    self.provenance = {"feature": "pbert", "checkpoint": str(cfg.checkpoint), "vocabulary": self.vocab.kind,
+                       "tokens": list(self.vocab.tokens), "decoder": "greedy", "label_rate": self.rate}
+
+  def __call__(self, waveforms) -> list[np.ndarray]:
+    from wavlm_jax.decoding import align, greedy
+
+    out = []
+    for log_probs in self._posteriors(waveforms):
+      tokens = greedy.collapse(np.argmax(log_probs, axis=-1), self.vocab.blank)
+      labels = align.frame_labels(log_probs, tokens, self.vocab.blank)
+      out.append(np.repeat(labels, self.repeat).astype(np.int32))
+    return out
+
+
+def _labeler(cfg, workdir):
+  """What assigns the labels: PBERT's phone labeler, or k-means over the configured features."""
+  if cfg.feature == "pbert":
+    return PhoneLabeler(cfg)
+  km = kmeans_lib.KMeans.load(workdir / "kmeans")
+  featurize = Featurizer(cfg)
+  if km.provenance.get("feature") != featurize.provenance["feature"]:
+    raise ValueError(f"{workdir / 'kmeans.json'} was fitted on {km.provenance.get('feature')!r} features, "
+                     f"the config asks for {featurize.kind!r}")
+  return KMeansLabeler(km, featurize, str(workdir / "kmeans"))
+
+
 class MissingSplit(ValueError):
   """A split the run needs is not in the prepared dataset."""
 
@@ -183,8 +246,12 @@ def _fit_indices(cfg, n: int) -> np.ndarray:
 
 
 def fit(cfg) -> kmeans_lib.KMeans:
-  """Fits k-means on cfg.fit_fraction of the fit split's features; writes workdir/kmeans.npz/.json."""
+  """Fits k-means on cfg.fit_fraction of the fit split's features; writes workdir/kmeans.npz/.json.
+  PBERT labels have nothing to fit (the phone recognizer is the model)."""
   workdir = storage.path(cfg.workdir)
+  if cfg.feature == "pbert":
+    _log("fit: nothing to fit for PBERT labels (they come from the phone recognizer in config.checkpoint)")
+    return None
   available = available_splits(cfg)
   if cfg.fit_split not in available:
     raise _missing(cfg, "fit", cfg.fit_split, available)
@@ -216,27 +283,21 @@ def fit(cfg) -> kmeans_lib.KMeans:
 def assign(cfg) -> dict[str, os.PathLike]:
   """Labels every utterance of each assign split the dataset has; writes workdir/labels/<split>/."""
   workdir = storage.path(cfg.workdir)
-  km = kmeans_lib.KMeans.load(workdir / "kmeans")
-  featurize = Featurizer(cfg)
-  if km.provenance.get("feature") != featurize.provenance["feature"]:
-    raise ValueError(f"{workdir / 'kmeans.json'} was fitted on {km.provenance.get('feature')!r} features, "
-                     f"the config asks for {featurize.kind!r}")
+  labeler = _labeler(cfg, workdir)
+  k = labeler.num_classes
   written = {}
   for split in _assign_splits(cfg, available_splits(cfg)):
     source = _source(cfg, split)
-    histogram = np.zeros(km.k, np.int64)
+    histogram = np.zeros(k, np.int64)
     out = workdir / "labels" / split
     parts = workdir / "labels" / f".{split}.parts"
     mine = out if jax.process_count() == 1 else parts / f"part-{jax.process_index():05d}"
-    meta = dict(label_rate=featurize.rate, num_classes=km.k,
-                provenance={**km.provenance, "kmeans": str(workdir / "kmeans")})
+    meta = dict(label_rate=labeler.rate, num_classes=k, provenance=labeler.provenance)
     with labels_lib.LabelStoreWriter(mine, overwrite=True, **meta) as writer:
       for ids, waves in _batches(source, _share(range(len(source))), cfg, f"assign ({split})"):
-        feats = featurize(waves)
-        split_at = np.cumsum([len(f) for f in feats])[:-1]
-        for uid, wave, labels in zip(ids, waves, np.split(km.assign(np.concatenate(feats)), split_at)):
-          labels_lib.check_length(uid, len(labels), len(wave), featurize.rate)
-          histogram += np.bincount(labels, minlength=km.k)
+        for uid, wave, labels in zip(ids, waves, labeler(waves)):
+          labels_lib.check_length(uid, len(labels), len(wave), labeler.rate)
+          histogram += np.bincount(labels, minlength=k)
           writer.add(uid, labels)
     if jax.process_count() > 1:
       histogram = kmeans_lib.sum_over_hosts(histogram)[0]
@@ -245,9 +306,9 @@ def assign(cfg) -> dict[str, os.PathLike]:
         labels_lib.merge_stores(sorted(parts.glob("part-*")), out, **meta)
         storage.remove_tree(parts)
       _barrier(f"labels {split} merged")
-    for warning in quality_lib.degenerate_warnings(histogram, km.k):
+    for warning in quality_lib.degenerate_warnings(histogram, k):
       _log(f"WARNING ({split}): degenerate dictionary: {warning}")
-    _log(f"wrote {out} ({histogram.sum():,} frames, {np.sum(histogram > 0)}/{km.k} clusters used)")
+    _log(f"wrote {out} ({histogram.sum():,} frames, {np.sum(histogram > 0)}/{k} clusters used)")
     written[split] = out
   return written
 
