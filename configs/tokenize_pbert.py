@@ -1,7 +1,8 @@
 """PBERT targets (Wang et al., "Supervision-Guided Codebooks for Masked Prediction in Speech
 Pre-training", 2022): one phoneme per frame for every utterance, from a phoneme recognizer fine-tuned
 with CTC on the labelled subset only. Each utterance is decoded greedily and the decoded phonemes are
-force-aligned against the recognizer's own posteriors, blank frames filled by the alignment
+aligned to the frames: for a greedy decode the forced alignment against the recognizer's own posteriors
+is its frame-wise argmax path, whose blank frames are filled by the alignment
 (wavlm_jax/decoding/align.py); the utterances' own transcripts are never read. The paper decodes with a
 hybrid ASR system; here the recognizer is `python -m wavlm_jax.finetune` with a phoneme vocabulary. The
 arg is a preset of configs/tokenize_mfcc.py (tiny, small, base, ls960).
@@ -17,7 +18,8 @@ arg is a preset of configs/tokenize_mfcc.py (tiny, small, base, ls960).
       --config.data.labels=runs/tokenizer/tiny_pbert/labels/train --config.model.num_label_classes=NUM_CLASSES
 
 NUM_CLASSES is the store's `num_classes` (labels/train/meta.json: the recognizer's vocabulary size,
-specials included; their ids never occur but the blank's, on an utterance decoded as empty).
+specials included; their ids never occur but the blank's, on an utterance decoded as empty). A letter
+recognizer works too, but its labels are then letters and the word delimiter `|`, not phones.
 Measured (espeak_speech/small validation, the tiny recipe's phoneme recognizer, PER 0.39): PNMI 0.399,
 phone purity 0.446, 47 of 63 labels used; the frame's own phoneme symbol equals the true phone on 44 %
 of frames. Filling blank frames matters: the raw frame-wise argmax (blanks kept as a label) gives PNMI

@@ -65,3 +65,16 @@ def test_fill_blanks_edges():
   assert list(align.frame_labels(np.zeros((3, 4)), [])) == [0, 0, 0]
   with pytest.raises(ValueError, match="blank"):
     align.viterbi(np.zeros((3, 4)), [1, 0])
+
+
+def test_greedy_labels_are_the_forced_alignment_of_the_greedy_decode():
+  # The argmax path is the best path that spells its own collapse: taking it directly gives what the
+  # Viterbi search over the greedy tokens gives.
+  rng = np.random.default_rng(2)
+  for trial in range(50):
+    T, V = int(rng.integers(1, 40)), int(rng.integers(2, 6))
+    lp = rng.normal(0, 2, (T, V))
+    lp -= np.logaddexp.reduce(lp, axis=1, keepdims=True)
+    tokens, labels = align.greedy_frame_labels(lp)
+    assert tokens == greedy.collapse(np.argmax(lp, axis=-1), 0)
+    np.testing.assert_array_equal(labels, align.frame_labels(lp, tokens))

@@ -173,6 +173,14 @@ def test_pbert_labels_read_only_audio_and_follow_the_true_alignment(run, espeak_
   vocab = Vocabulary.load(model)
   assert store.label_rate == 50 and store.num_classes == len(vocab)
   assert store.provenance["feature"] == "pbert" and store.provenance["tokens"] == list(vocab.tokens)
+  # at 100 Hz: each 50 Hz frame's label twice (the pipeline's length check passes for every utterance)
+  cfg100 = cfg.copy_and_resolve_references()
+  cfg100.label_rate, cfg100.workdir = 100, str(tmp_path / "pbert100")
+  tokenize.assign(cfg100)
+  store100 = labels_lib.LabelStore(tmp_path / "pbert100" / "labels" / "validation")
+  assert store100.label_rate == 100 and store100.ids() == store.ids()
+  for uid in store.ids():
+    np.testing.assert_array_equal(store100[uid], np.repeat(store[uid], 2))
   _, q = tokenize.report(cfg)
   # Agreement without any mapping: the label's phoneme symbol against the true phone at each frame, and
   # what labels independent of the phones with the same frequencies would score (sum of p_ref * p_label).

@@ -3,6 +3,11 @@
 
     path = align.viterbi(log_probs, tokens)           # (T,) ids: blank or a token, collapsing to `tokens`
     labels = align.frame_labels(log_probs, tokens)    # (T,) token ids, every frame one of `tokens`
+    labels = align.greedy_frame_labels(log_probs)     # the same for the greedy decode's own tokens
+
+Tokens from a greedy decode need no search: the frame-wise argmax path is the best path of all, so it is
+also the best path that spells its own collapse (`greedy_frame_labels` takes it directly). The Viterbi
+search is for tokens from elsewhere: a beam search with a lexicon or LM, or a transcript.
 
 CTC paths are peaky: a token occupies a frame or two and blanks fill the rest. For frame-level targets
 (PBERT-style phone labels) every frame needs a token: blank frames before the first token take the first,
@@ -69,6 +74,15 @@ def viterbi(log_probs: np.ndarray, tokens: Sequence[int], blank: int = 0) -> np.
   return states
 
 
+def path_positions(path: np.ndarray, blank: int = 0) -> np.ndarray:
+  """Per frame of a CTC path (one id per frame): the index of the token it emits in the path's collapse,
+  or -1 on a blank."""
+  path = np.asarray(path)
+  emits = path != blank
+  starts = emits & np.concatenate([[True], path[1:] != path[:-1]])
+  return np.where(emits, np.cumsum(starts) - 1, -1)
+
+
 def token_positions(states: np.ndarray) -> np.ndarray:
   """Per frame: the index k of the token a path state emits, or -1 on a blank."""
   states = np.asarray(states)
@@ -110,3 +124,14 @@ def frame_labels(log_probs: np.ndarray, tokens: Sequence[int], blank: int = 0) -
   if len(tokens) == 0:
     return np.full(T, blank, np.int64)
   return tokens[fill_blanks(token_positions(viterbi(log_probs, tokens, blank)))]
+
+
+def greedy_frame_labels(log_probs: np.ndarray, blank: int = 0) -> tuple[list[int], np.ndarray]:
+  """The greedy decode of `log_probs` (T, V) and one of its token ids per frame, blank frames filled
+  (`fill_blanks`): `frame_labels(log_probs, tokens)` for those tokens, without the search."""
+  path = np.argmax(np.asarray(log_probs), axis=-1)
+  positions = path_positions(path, blank)
+  tokens = path[(positions >= 0) & np.concatenate([[True], positions[1:] != positions[:-1]])]
+  if len(tokens) == 0:
+    return [], np.full(len(path), blank, np.int64)
+  return [int(t) for t in tokens], tokens[fill_blanks(positions)].astype(np.int64)

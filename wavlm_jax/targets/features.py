@@ -128,10 +128,19 @@ class HiddenFeatures:
     self._state = jax.device_put(state, NamedSharding(mesh, P()))
 
   def _chunks(self, waveforms: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+    """Pieces of at most max_chunk samples that overlap by the conv stack's receptive field less one
+    stride, so that their frames follow one another exactly: the frames of a long utterance are the
+    frames of the whole (as many, at the same times), only the attention context ends at a piece."""
+    from wavlm_jax.models.config import conv_output_length
+
+    stride = int(np.prod(self.config.conv_stride))
+    step = int(conv_output_length(self.max_chunk, self.config)) * stride  # a whole piece's frames, in samples
     out = []
     for i, w in enumerate(waveforms):
-      for start in range(0, len(w), self.max_chunk):
+      for start in range(0, len(w), step):
         out.append((i, w[start:start + self.max_chunk]))
+        if start + self.max_chunk >= len(w):
+          break
     return out
 
   def __call__(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:

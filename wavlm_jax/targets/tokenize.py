@@ -1,9 +1,12 @@
-"""The offline tokenizer: features -> k-means -> label stores -> quality report.
+"""The offline tokenizer: features -> k-means -> label stores -> quality report; or, for PBERT targets,
+a phoneme recognizer's frame labels -> label stores -> quality report.
 
     python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py            # fit, assign, report
     python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py fit        # or one step
     python -m wavlm_jax.targets.tokenize --config configs/tokenize_hidden.py --config.checkpoint=DIR --config.layer=6
     python -m wavlm_jax.targets.tokenize --config configs/tokenize_mfcc.py --config.dataset=audio_dir/NAME
+    python -m wavlm_jax.targets.tokenize --config configs/tokenize_pbert.py --config.checkpoint=PHONE_MODEL
+    python -m wavlm_jax.targets.tokenize --config configs/tokenize_ctc.py --config.checkpoint=CTC_MODEL --config.layer=L
 
 Outputs in `config.workdir`: kmeans.npz/.json (centroids with provenance), labels/<split>/ (label
 stores the data pipeline joins), report_<split>.json/.png (the code distribution: cluster histogram,
@@ -73,7 +76,7 @@ class Featurizer:
       self._fn = features_lib.HiddenFeatures(cfg.checkpoint, cfg.layer, batch_size=cfg.batch_size)
       self.provenance = {"feature": "hidden", "checkpoint": str(cfg.checkpoint), "layer": cfg.layer}
     else:
-      raise ValueError(f"config.feature: {cfg.feature!r} is not 'mfcc' or 'hidden'")
+      raise ValueError(f"config.feature: {cfg.feature!r} is not 'mfcc', 'hidden' or 'pbert'")
 
   def __call__(self, waveforms):
     return self._fn(waveforms)
@@ -95,11 +98,12 @@ class KMeansLabeler:
 
 class PhoneLabeler:
   """PBERT targets (Wang et al. 2022): one phoneme per frame from a phoneme recognizer trained on the
-  labelled subset only. Each utterance is decoded (greedy CTC) with the recognizer, and the decoded
-  sequence is force-aligned against the recognizer's own posteriors (`decoding.align`, blank frames
-  filled by the alignment). Only audio is read: the utterance's transcript, phonemes and alignment are
-  never looked at. Labels are the recognizer's vocabulary ids (`ctc_vocab.json`; the blank id only for an
-  utterance decoded as empty), at 50 Hz, or 100 Hz by repeating each frame."""
+  labelled subset only. Each utterance is decoded greedily with the recognizer and the decoded sequence
+  aligned to the frames; for a greedy decode the forced alignment against the recognizer's own
+  posteriors is the frame-wise argmax path itself (`decoding.align.greedy_frame_labels`), whose blank
+  frames are then filled by the alignment. Only audio is read: the utterance's transcript, phonemes and
+  alignment are never looked at. Labels are the recognizer's vocabulary ids (`ctc_vocab.json`; the
+  blank id only for an utterance decoded as empty), at 50 Hz, or 100 Hz by repeating each frame."""
 
   def __init__(self, cfg):
     from wavlm_jax.data.vocab import Vocabulary
@@ -108,9 +112,9 @@ class PhoneLabeler:
       raise ValueError("config.checkpoint: a fine-tuned CTC model directory (with ctc_vocab.json) is required "
                        "for PBERT labels")
     self.vocab = Vocabulary.load(cfg.checkpoint)
-    self.repeat = {50: 1, 100: 2}.get(int(cfg.label_rate))
-    if self.repeat is None:
+    if cfg.label_rate not in (50, 100):
       raise ValueError(f"config.label_rate: {cfg.label_rate} is not 50 or 100")
+    self.repeat = {50: 1, 100: 2}[int(cfg.label_rate)]
     self.rate, self.num_classes = float(cfg.label_rate), len(self.vocab)
     self._posteriors = features_lib.HiddenFeatures(cfg.checkpoint, None, batch_size=cfg.batch_size)
     if self._posteriors.dim != len(self.vocab):
@@ -120,12 +124,11 @@ class PhoneLabeler:
                        "tokens": list(self.vocab.tokens), "decoder": "greedy", "label_rate": self.rate}
 
   def __call__(self, waveforms) -> list[np.ndarray]:
-    from wavlm_jax.decoding import align, greedy
+    from wavlm_jax.decoding import align
 
     out = []
     for log_probs in self._posteriors(waveforms):
-      tokens = greedy.collapse(np.argmax(log_probs, axis=-1), self.vocab.blank)
-      labels = align.frame_labels(log_probs, tokens, self.vocab.blank)
+      _, labels = align.greedy_frame_labels(log_probs, self.vocab.blank)
       out.append(np.repeat(labels, self.repeat).astype(np.int32))
     return out
 
@@ -245,7 +248,7 @@ def _fit_indices(cfg, n: int) -> np.ndarray:
   return np.sort(np.random.default_rng(cfg.seed).permutation(n)[:count])
 
 
-def fit(cfg) -> kmeans_lib.KMeans:
+def fit(cfg) -> kmeans_lib.KMeans | None:
   """Fits k-means on cfg.fit_fraction of the fit split's features; writes workdir/kmeans.npz/.json.
   PBERT labels have nothing to fit (the phone recognizer is the model)."""
   workdir = storage.path(cfg.workdir)
