@@ -69,6 +69,16 @@ def as_str(p: str | os.PathLike) -> str:
   return os.fspath(path(p))
 
 
+def files_under(p: str | os.PathLike) -> list[epath.Path]:
+  """Every file below `p`, sorted: local or on a bucket (epath's glob refuses `**`, which on a bucket
+  would list without bound)."""
+  out, pending = [], [path(p)]
+  while pending:
+    for child in pending.pop().iterdir():
+      (pending if child.is_dir() else out).append(child)
+  return sorted(out)
+
+
 def remove_tree(p: str | os.PathLike) -> None:
   target = path(p)
   if target.exists():

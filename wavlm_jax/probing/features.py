@@ -155,10 +155,9 @@ class Features:
 def _fingerprint(model_dir: os.PathLike) -> dict:
   """What identifies a model directory's content: its config text and its parameter files' sizes and times."""
   h = hashlib.sha1((model_dir / "config.json").read_bytes())
-  for p in sorted((model_dir / "params").rglob("*")):
-    if p.is_file():
-      st = p.stat()
-      h.update(f"{p.relative_to(model_dir)}:{st.length}:{st.mtime}".encode())  # epath (gs:// too)
+  for p in storage.files_under(model_dir / "params"):
+    st = p.stat()
+    h.update(f"{p.relative_to(model_dir)}:{st.length}:{st.mtime}".encode())  # epath (gs:// too)
   return {"model": str(model_dir.absolute()), "model_sha1": h.hexdigest()}
 
 
