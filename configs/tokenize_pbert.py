@@ -4,7 +4,9 @@ with CTC on the labelled subset only. Each utterance is decoded greedily and the
 aligned to the frames: for a greedy decode the forced alignment against the recognizer's own posteriors
 is its frame-wise argmax path, whose blank frames are filled by the alignment
 (wavlm_jax/decoding/align.py); the utterances' own transcripts are never read. The paper decodes with a
-hybrid ASR system; here the recognizer is `python -m wavlm_jax.finetune` with a phoneme vocabulary. The
+hybrid ASR system; here the recognizer is `python -m wavlm_jax.finetune` with a phoneme vocabulary
+(the embedded corpus has phonemes; a LibriSpeech-layout dataset gets them from eSpeak NG's
+text-to-phoneme rules when it is prepared). The
 arg is a preset of configs/tokenize_mfcc.py (tiny, small, base, ls960).
 
   # 1. a phoneme recognizer on the labelled subset (here the tiny recipe's phonemes, from the main job's model)

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import tensorflow_datasets as tfds
 
-from wavlm_jax.data import builders
+from wavlm_jax.data import builders, espeak
 
 
 def _files_digest(root: Path) -> dict:
@@ -108,7 +108,12 @@ def test_librispeech_layout_and_noise_dir(tmp_path):
   src = tfds.data_source("librispeech_dir/dev_clean", split="train", data_dir=str(tmp_path / "tfds"))
   rows = sorted((src[i]["id"].decode(), src[i]["text"].decode(), src[i]["speaker"].decode()) for i in range(len(src)))
   assert rows[0] == ("84-121123-0000", "GO DO YOU HEAR", "84") and len(rows) == 3
-  report = json.loads((tmp_path / "tfds" / "librispeech_dir" / "dev_clean" / "1.0.0" / "skipped.json").read_text())
+  # phonemes by eSpeak's text-to-phoneme rules: the phone names the embedded corpus' synthesis gives
+  phonemes = {src[i]["id"].decode(): src[i]["phonemes"].decode() for i in range(len(src))}
+  assert phonemes["84-121123-0000"] == "ɡ oʊ d uː j uː h ɪɹ"
+  spoken = espeak.Espeak().synthesize("but in less than five minutes", "en-us").phones
+  assert phonemes["84-121123-0001"] == " ".join(p for _, p in spoken if p != espeak.SILENCE)
+  report = json.loads((tmp_path / "tfds" / "librispeech_dir" / "dev_clean" / "1.1.0" / "skipped.json").read_text())
   assert report["num_skipped"] == 1 and "listed at" in report["skipped"][0]["reason"]
 
   noise = tmp_path / "noise"

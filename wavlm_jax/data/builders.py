@@ -190,13 +190,20 @@ class NoiseDir(AudioDir):
 
 
 class LibrispeechDir(_FolderBuilder):
-  """The LibriSpeech layout: SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt plus one flac per utterance."""
+  """The LibriSpeech layout: SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt plus one flac per utterance. Each
+  transcript also gets its phonemes by eSpeak NG's text-to-phoneme rules (American English, offline):
+  the phone set of the embedded corpus, for phoneme recognizers (fine-tuning's `vocab.kind=phonemes`)
+  and PBERT targets."""
 
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "phonemes: eSpeak NG text-to-phoneme (en-us) of each transcript"}
   BUILDER_CONFIGS = [FolderConfig(name="default")]
+  G2P_VOICE = "en-us"
 
   def _info(self):
     return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=tfds.features.FeaturesDict({
         "id": tfds.features.Text(), "audio": _audio_feature(), "text": tfds.features.Text(),
+        "phonemes": tfds.features.Text(),  # space-separated phones, as espeak_speech's
         "speaker": tfds.features.Text(), "chapter": tfds.features.Text()}))
 
   def _split_generators(self, dl_manager):
@@ -213,6 +220,8 @@ class LibrispeechDir(_FolderBuilder):
           continue
         uid, _, words = line.partition(" ")
         utts.append((trans.parent / f"{uid}.flac", uid, words.strip(), f"{trans}:{n}"))
+    phonemes = espeak.Espeak().phone_sequences([u[2] for u in utts], self.G2P_VOICE)  # one eSpeak session
+    utts = [(*u, p) for u, p in zip(utts, phonemes)]
     frac = self.builder_config.validation_fraction
     held = lambda uid: zlib.crc32(uid.encode()) % 10_000 < frac * 10_000
     splits = {"train": [u for u in utts if not held(u[1])]}
@@ -221,14 +230,15 @@ class LibrispeechDir(_FolderBuilder):
     return {split: self._generate_examples(utts=us) for split, us in splits.items()}
 
   def _generate_examples(self, utts):
-    for path, uid, words, where in utts:
+    for path, uid, words, where, phonemes in utts:
       if not path.is_file():
         self._report().skip(path, f"missing (listed at {where})")
         continue
       audio = self._read(path)
       if audio is not None:
         speaker, chapter = (uid.split("-") + ["", ""])[:2]
-        yield uid, {"id": uid, "audio": audio, "text": words, "speaker": speaker, "chapter": chapter}
+        yield uid, {"id": uid, "audio": audio, "text": words, "phonemes": phonemes, "speaker": speaker,
+                    "chapter": chapter}
 
 
 FOLDER_BUILDERS = {"audio_dir": AudioDir, "noise_dir": NoiseDir, "librispeech_dir": LibrispeechDir}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import threading
+from typing import Sequence
 
 import numpy as np
 
@@ -19,6 +20,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INIT_PHONEME_EVENTS, _INIT_PHONEME_IPA = 1, 2
 _RATE, _PITCH = 1, 3
 _STRESS = str.maketrans("", "", "ˈˌ")
+_PHONE_SEPARATOR = "_"
 
 # Human-sounding voice variants; the last ones are held out as unseen speakers.
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "adam", "benjamin", "linda",
@@ -129,6 +131,31 @@ class Espeak:
         if piece:
           out.append(piece.decode("utf-8", "replace"))
       return " ".join(out)
+
+    return self._session(transcribe)
+
+  def phone_sequences(self, texts: Sequence[str], voice: str) -> list[str]:
+    """Each text's phones, space-separated, by eSpeak's text-to-phoneme rules (no audio): the phone names
+    the corpus' synthesis gives (`synthesize(...).phones`, silence aside), stress marks removed. Text is
+    lower-cased first (eSpeak spells out some upper-case words as letters). One library session."""
+    mode = _INIT_PHONEME_IPA | (ord(_PHONE_SEPARATOR) << 8)  # bits 8-23: the separator between phones
+
+    def transcribe(lib):
+      if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise ValueError(f"eSpeak NG has no voice {voice!r}")
+      lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+      out = []
+      for text in texts:
+        data = text.lower().encode("utf-8")
+        pointer = ctypes.c_char_p(data)
+        pieces = []
+        while pointer.value:
+          piece = lib.espeak_TextToPhonemes(ctypes.byref(pointer), 1, mode)
+          if piece:
+            pieces.append(piece.decode("utf-8", "replace"))
+        words = " ".join(pieces).translate(_STRESS)
+        out.append(" ".join(p for p in words.replace(_PHONE_SEPARATOR, " ").split() if p))
+      return out
 
     return self._session(transcribe)
 
