@@ -16,9 +16,10 @@ from wavlm_jax.models import config as config_lib
 from wavlm_jax.models import params, wavlm
 
 RECIPES = ("hubert_base", "ils_ssl_base", "tiny", "wavlm_base", "wavlm_base_plus", "wavlm_large", "tokenize_mfcc",
-           "tokenize_hidden", "tokenize_pbert", "tokenize_ctc")
+           "tokenize_hidden", "tokenize_pbert", "tokenize_ctc", "pbert_base", "ctc_cluster_base")
 TRAIN_RECIPES = {"hubert_base:it1": "it1", "hubert_base:it2": "it2", "wavlm_base": "", "wavlm_base_plus": "",
-                 "wavlm_large": "", "ils_ssl_base": "", "tiny": None}
+                 "wavlm_large": "", "ils_ssl_base": "", "tiny": None, "pbert_base": "", "pbert_base:ils": "ils",
+                 "ctc_cluster_base": ""}
 _COMMAND = re.compile(r"--config[ =]configs/(\w+)\.py(?::([\w,]+))?")
 
 
