@@ -87,6 +87,17 @@ def runlocal(c):
   return c
 
 
+def with_tokenizer(c, tokenizer, run_local: bool):
+  """Gives a recipe the tokenizer config module `tokenizer` (its ls960 preset: run when data.labels is
+  absent), and with `run_local` shrinks the recipe (`runlocal`) and takes the tokenizer's tiny preset."""
+  c.tokenizer = tokenizer.get_config("ls960")
+  if run_local:
+    c = runlocal(c)
+    with c.unlocked():
+      c.tokenizer = tokenizer.get_config("tiny")
+  return c
+
+
 def distributed_config():
   """Multi-host settings (jax.distributed), shared by the trainer and the tokenizer."""
   d = ml_collections.ConfigDict()

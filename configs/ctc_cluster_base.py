@@ -30,9 +30,4 @@ from configs import common, hubert_base, tokenize_ctc
 def get_config(arg: str = ""):
   words = common.parse_arg(arg, {"runlocal"})
   c = hubert_base.get_config("it2")
-  c.tokenizer = tokenize_ctc.get_config("ls960")  # used when data.labels is absent; needs its checkpoint
-  if "runlocal" in words:
-    c = common.runlocal(c)
-    with c.unlocked():
-      c.tokenizer = tokenize_ctc.get_config("tiny")
-  return c
+  return common.with_tokenizer(c, tokenize_ctc, "runlocal" in words)  # needs its checkpoint

@@ -47,9 +47,4 @@ def get_config(arg: str = ""):
     if "ils" in words:
       c.model.relative_position = "bucket"
       c.model.predict_layers = (4, 12)
-  c.tokenizer = tokenize_pbert.get_config("ls960")  # used when data.labels is absent; needs its checkpoint
-  if "runlocal" in words:
-    c = common.runlocal(c)
-    with c.unlocked():
-      c.tokenizer = tokenize_pbert.get_config("tiny")
-  return c
+  return common.with_tokenizer(c, tokenize_pbert, "runlocal" in words)  # needs its checkpoint
