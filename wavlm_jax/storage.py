@@ -51,7 +51,6 @@ _configure_clients()
 from etils import epath  # noqa: E402  (after EPATH_USE_TF is set)
 
 
-
 def is_url(path: str | os.PathLike) -> bool:
   return os.fspath(path).startswith(URL_PREFIXES)
 

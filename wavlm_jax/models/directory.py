@@ -42,8 +42,6 @@ def save_model(directory: str | os.PathLike, flat_params: Mapping[str, np.ndarra
   """Writes parameters (flat, either layer layout) and config as a model directory, atomically.
   `extra(dir)` writes more files into it before it is moved into place (a CTC vocabulary)."""
   directory = storage.path(directory)
-  if directory.exists() and any(directory.iterdir()) and not overwrite:
-    raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True / --overwrite)")
   flat = params_lib.to_layout(flat_params, config)
   model = wavlm.abstract(config)
   params_lib.check_keys_and_shapes(params_lib.param_shapes(model), {k: np.shape(v) for k, v in flat.items()},
