@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 import wavlm_jax
@@ -74,3 +75,39 @@ def test_command_line_entry_point(tmp_path):
   ours = wavlm_jax.load_encoder(tmp_path / "ours").hidden_states(x)
   theirs, _, _ = torch_models.reference(model, x)
   assert torch_models.rel_err(ours[-1], theirs[-1]) < TOL
+
+
+@pytest.mark.parametrize("variant", sorted(torch_models.VARIANTS))
+def test_attention_probabilities_match_transformers(variant, tmp_path):
+  """analysis.inside.look_inside's attention maps (the gated bias included) against transformers'
+  `output_attentions`, padded batch: per head for HuBERT; WavLM's eager path returns the mean over heads
+  (broadcast to every head), so the head mean is compared, and the per-head maps must not all be equal."""
+  import torch
+
+  from wavlm_jax.analysis.inside import look_inside
+
+  model = torch_models.make(variant)
+  model.set_attn_implementation("eager")  # sdpa returns no probabilities
+  ours = look_inside(directory.load_model(_convert_hf(model, tmp_path)), *torch_models.waveforms())
+  x, pad = torch_models.waveforms()
+  with torch.no_grad():
+    theirs = model(torch.from_numpy(x), attention_mask=torch.from_numpy(~pad).long(), output_attentions=True)
+  layers = model.config.num_hidden_layers
+  assert sorted(ours.attention) == list(range(1, layers + 1)) and len(theirs.attentions) == layers
+  wavlm = variant.startswith("wavlm")
+  for layer in range(1, layers + 1):
+    a, b = ours.attention[layer], theirs.attentions[layer - 1].numpy()
+    assert a.shape == b.shape
+    if wavlm:
+      assert torch_models.rel_err(a.mean(1), b[:, 0]) < TOL, f"layer {layer}"
+      assert np.abs(a[:, 0] - a[:, 1]).max() > 1e-3
+      assert ours.gates[layer].shape == a.shape[:3]
+    else:
+      assert torch_models.rel_err(a, b) < TOL, f"layer {layer}"
+    assert np.all(a[-1][..., ~ours.frame_valid[-1]] == 0)  # padded keys of the padded utterance
+  np.testing.assert_allclose(ours.attention[1].sum(-1), 1.0, atol=1e-5)
+  assert (ours.position_bias is not None) == wavlm and (not ours.gates) == (not wavlm)
+  hidden, _, _ = torch_models.reference(model, x, pad)
+  assert torch_models.rel_err(ours.hidden_states[1], hidden[1]) < TOL
+  with pytest.raises(ValueError, match=r"layers \[0, 4\] out of range"):
+    look_inside(directory.load_model(tmp_path / "ours"), x, layers=(0, 1, 4))

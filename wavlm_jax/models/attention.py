@@ -43,14 +43,14 @@ class SelfAttention(nnx.Module):
     gate = a * (g * self.gru_rel_pos_const[...] - 1.0) + 2.0
     return jnp.transpose(gate, (0, 2, 1))
 
-  def __call__(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None,
-               key: jax.Array | None = None) -> jax.Array:
+  def logits(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None) -> jax.Array:
+    """Attention logits (B, H, T, T) in fp32: scaled q.k plus the (gated) relative position bias, padded
+    keys at the fp32 minimum."""
     b, t, e = x.shape
     h = self.num_heads
     scale = (e // h) ** -0.5
     q = (self.q_proj(x) * scale).reshape(b, t, h, -1)
     k = self.k_proj(x).reshape(b, t, h, -1)
-    v = self.v_proj(x).reshape(b, t, h, -1)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = partitioning.constrain(logits, ("batch", "act_heads", "frames", None))
     if position_bias is not None:
@@ -60,7 +60,16 @@ class SelfAttention(nnx.Module):
         logits = logits + position_bias[None]
     if key_valid is not None:
       logits = jnp.where(key_valid[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    probs = layers.dropout(probs, self.rate, key)
+    return logits
+
+  def weights(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None) -> jax.Array:
+    """The attention probabilities (B, H, T_query, T_key) without dropout (for analysis)."""
+    return jax.nn.softmax(self.logits(x, position_bias, key_valid), axis=-1)
+
+  def __call__(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None,
+               key: jax.Array | None = None) -> jax.Array:
+    b, t, e = x.shape
+    v = self.v_proj(x).reshape(b, t, self.num_heads, -1)
+    probs = layers.dropout(self.weights(x, position_bias, key_valid), self.rate, key)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v).reshape(b, t, e)
     return self.out_proj(out)

@@ -47,6 +47,10 @@ class EncoderLayer(nnx.Module):
     self.pre_ln = config.layer_norm_first
     self.rate = config.dropout
 
+  def attention_input(self, x: jax.Array) -> jax.Array:
+    """What this layer's self-attention sees for the layer input x (LayerNorm'd first in pre-LN)."""
+    return self.layer_norm(x) if self.pre_ln else x
+
   def _forward(self, x, position_bias, key_valid, key=None):
     k = lambda site: layers.fold(key, site)
     if self.pre_ln:
@@ -107,6 +111,13 @@ class TransformerEncoder(nnx.Module):
     else:
       self.layers = nnx.List([EncoderLayer(config, rngs=rngs) for _ in range(config.num_layers)])
     self.config = config
+
+  def layer(self, index: int) -> EncoderLayer:
+    """Layer `index` (0-based) as its own module; a scanned stack is sliced, not copied into the model."""
+    if not self.config.scan_layers:
+      return self.layers[index]
+    graphdef, state = nnx.split(self.layers)
+    return nnx.merge(graphdef, jax.tree.map(lambda a: a[index], state))
 
   def position_bias(self, length: int) -> jax.Array | None:
     if self.rel_attn_embed is None:
