@@ -2,6 +2,7 @@
 the embedded corpus."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -144,6 +145,9 @@ def test_tokenize_end_to_end_on_the_embedded_corpus(espeak_data_dir, tmp_path, c
   assert store.label_rate == 100 and store.num_classes == 100 and store.provenance["feature"] == "mfcc"
   joint = np.array(report["cluster_histogram"])
   assert report["pnmi"] > 0.3 and report["clusters_used"] > 50 and joint.sum() == report["frames"]
+  counts = np.array(report["phone_cluster_counts"])  # what notebook 03 draws; it gives the same figures
+  assert counts.shape == (len(report["phone_names"]), 100) and counts.sum() == report["aligned_frames"]
+  assert quality.quality_from_joint(counts).pnmi == pytest.approx(report["pnmi"], abs=1e-12)
   rng = np.random.default_rng(0)
   acc = quality.QualityAccumulator(100, 100)
   import tensorflow_datasets as tfds
@@ -170,3 +174,26 @@ def test_hidden_features_are_unnormalised_layer_outputs(tmp_path):
     np.testing.assert_allclose(f, expect, atol=2e-4)
   with pytest.raises(ValueError, match="layer 4 is out of range"):
     features.HiddenFeatures(tmp_path / "m", layer=4)
+
+
+def test_report_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
+  """A notebook calling the tokenizer or the probes keeps showing its own plots: writing their PNGs must
+  not switch matplotlib's backend (it once called matplotlib.use("Agg"))."""
+  import matplotlib
+
+  from wavlm_jax.probing import plots
+
+  before = matplotlib.get_backend()
+  matplotlib.use("svg")
+  try:
+    acc = quality.QualityAccumulator(3, 4)
+    acc.add(np.array([0, 1, 2, 0]), np.array([0, 1, 2, 3]))
+    codes = quality.code_distribution(acc.joint.sum(axis=0))
+    _, png = quality.save_report(tmp_path / "report", codes, acc.result(), acc.joint, ["a", "b", "c"])
+    plots.layer_curves({"phone": [0.1, 0.5]}, tmp_path / "curves.png")
+    plots.layer_weights({"pr": [0.3, 0.7]}, tmp_path / "weights.png")
+    assert matplotlib.get_backend() == "svg"
+    for path in (png, tmp_path / "curves.png", tmp_path / "weights.png"):
+      assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  finally:
+    matplotlib.use(before)

@@ -6,20 +6,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def _pyplot():
-  import matplotlib
+def _figure(figsize):
+  """A figure and its axis drawn off-screen: matplotlib's Figure without pyplot, so that writing a PNG
+  never changes the caller's backend (a notebook keeps showing its own plots) and needs no display."""
+  from matplotlib.figure import Figure
 
-  matplotlib.use("Agg")  # files only; never a display
-  import matplotlib.pyplot as plt
-  return plt
+  fig = Figure(figsize=figsize)
+  return fig, fig.subplots()
 
 
 def layer_weights(weights: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
   """Grouped bars: for each task, the softmax weight of every hidden state (0 = the Transformer's input)."""
-  plt = _pyplot()
   tasks = list(weights)
   states = max((len(w) for w in weights.values()), default=0)
-  fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * states * max(len(tasks), 1) + 3), 3.5))
+  fig, ax = _figure((max(6.0, 0.45 * states * max(len(tasks), 1) + 3), 3.5))
   width = 0.8 / max(len(tasks), 1)
   for k, task in enumerate(tasks):
     w = list(weights[task])
@@ -33,15 +33,13 @@ def layer_weights(weights: Mapping[str, Sequence[float]], path: str | Path, titl
   ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return Path(path)
 
 
 def layer_curves(curves: Mapping[str, Sequence[float | None]], path: str | Path, title: str = "",
                  chance: Mapping[str, float] | None = None) -> Path:
   """One line per measure (accuracy, PNMI, ...) over the hidden states; dashed lines at chance levels."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(7.5, 3.8))
+  fig, ax = _figure((7.5, 3.8))
   states = max((len(v) for v in curves.values()), default=0)
   for name, values in curves.items():
     pts = [(i, v) for i, v in enumerate(values) if v is not None]
@@ -57,5 +55,4 @@ def layer_curves(curves: Mapping[str, Sequence[float | None]], path: str | Path,
   ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return Path(path)

@@ -213,22 +213,23 @@ def format_table(codes: CodeDistribution, q: Quality | None = None, title: str =
 def save_report(path: str | os.PathLike, codes: CodeDistribution, q: Quality | None = None, joint: np.ndarray | None = None,
                 phone_names: list[str] | None = None, warnings: list[str] | None = None, extra: dict | None = None,
                 note: str = NO_ALIGNMENT) -> tuple[os.PathLike, os.PathLike]:
-  """Writes PATH.json (`report_dict`, warnings, `extra`) and PATH.png (the histogram, plus the
-  co-occurrence matrix when `joint`, the (phone, cluster) counts, is given). PATH may be a URL."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  """Writes PATH.json (`report_dict`, warnings, `extra`, and with `joint` the (phone, cluster) counts as
+  `phone_cluster_counts` with `phone_names`) and PATH.png (the histogram, plus the co-occurrence matrix
+  when `joint` is given). PATH may be a URL."""
+  from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's) is left alone
 
   path = storage.path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   json_path = path.with_suffix(".json")
-  json_path.write_text(json.dumps({**report_dict(codes, q, note), "warnings": warnings or [], **(extra or {})},
-                                  indent=2))
+  counts = {} if joint is None else {"phone_names": phone_names, "phone_cluster_counts": np.asarray(joint).tolist()}
+  json_path.write_text(json.dumps({**report_dict(codes, q, note), "warnings": warnings or [], **(extra or {}),
+                                   **counts}, indent=2))
   if joint is None:
-    fig, ax1 = plt.subplots(1, 1, figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax1 = fig.subplots()
   else:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig = Figure(figsize=(14, 5))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
   histogram = np.asarray(codes.cluster_histogram)
   order = np.argsort(-histogram)
   ax1.bar(np.arange(len(histogram)), histogram[order] / max(histogram.sum(), 1), width=1.0)
@@ -236,22 +237,28 @@ def save_report(path: str | os.PathLike, codes: CodeDistribution, q: Quality | N
           f"{codes.perplexity:.1f}, {codes.num_unused_clusters} unused", xlabel="cluster rank",
           ylabel="fraction of frames")
   if joint is not None:
-    # Co-occurrence p(cluster | phone), phones by frequency, clusters by their majority phone.
-    used = joint.sum(axis=0)
-    phones = np.argsort(-joint.sum(axis=1))
-    phones = phones[joint.sum(axis=1)[phones] > 0]
-    majority = np.argmax(joint, axis=0)
-    rank = {ph: r for r, ph in enumerate(phones)}
-    clusters = sorted(np.flatnonzero(used), key=lambda c: (rank.get(majority[c], len(rank)), -used[c]))
-    cond = joint[np.ix_(phones, clusters)] / np.maximum(joint[phones].sum(axis=1, keepdims=True), 1)
-    ax2.imshow(cond, aspect="auto", cmap="magma", interpolation="nearest")
-    pnmi = f", PNMI {q.pnmi:.3f}" if q is not None else ""
-    ax2.set(title=f"p(cluster | phone){pnmi}", xlabel="cluster (grouped by majority phone)", ylabel="phone")
-    if phone_names is not None and len(phones) <= 80:
-      ax2.set_yticks(range(len(phones)), [phone_names[p] for p in phones], fontsize=6)
+    plot_cooccurrence(ax2, joint, phone_names, q.pnmi if q is not None else None)
   fig.tight_layout()
   png_path = path.with_suffix(".png")
   with png_path.open("wb") as f:
     fig.savefig(f, format="png", dpi=110)
-  plt.close(fig)
   return json_path, png_path
+
+
+def plot_cooccurrence(ax, joint: np.ndarray, phone_names: list[str] | None = None, pnmi: float | None = None,
+                      title: str = "p(cluster | phone)") -> None:
+  """Draws p(cluster | phone) from the (phone, cluster) counts on a matplotlib axis: phones by
+  frequency, clusters grouped by their majority phone, so that a good codebook shows a diagonal band."""
+  joint = np.asarray(joint)
+  used = joint.sum(axis=0)
+  phones = np.argsort(-joint.sum(axis=1))
+  phones = phones[joint.sum(axis=1)[phones] > 0]
+  majority = np.argmax(joint, axis=0)
+  rank = {ph: r for r, ph in enumerate(phones)}
+  clusters = sorted(np.flatnonzero(used), key=lambda c: (rank.get(majority[c], len(rank)), -used[c]))
+  cond = joint[np.ix_(phones, clusters)] / np.maximum(joint[phones].sum(axis=1, keepdims=True), 1)
+  ax.imshow(cond, aspect="auto", cmap="magma", interpolation="nearest")
+  ax.set(title=title + (f", PNMI {pnmi:.3f}" if pnmi is not None else ""),
+         xlabel="cluster (grouped by majority phone)", ylabel="phone")
+  if phone_names is not None and len(phones) <= 80:
+    ax.set_yticks(range(len(phones)), [phone_names[p] for p in phones], fontsize=6)
