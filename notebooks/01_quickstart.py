@@ -21,7 +21,8 @@
 # layer, the attention maps of chosen heads, WavLM's gated relative position bias (the bucketed bias D
 # and the gate each head computes per frame), and the masked-prediction logits over units.
 #
-# - `WAVLM_MODEL`: a wavlm_jax model directory (default: the main job's `runs/tiny/model`);
+# - `WAVLM_MODEL`: a wavlm_jax model directory (default: the main job's `runs/tiny/model`,
+#   else notebook 4's `runs/notebook_pretraining/run/model`);
 # - `WAVLM_CHECKPOINT` (and `WAVLM_CHECKPOINT_FORMAT`: `hf` (default), `unilm` or `fairseq`): a checkpoint
 #   to convert first, e.g. a `microsoft/wavlm-base-plus` folder or `WavLM-Base+.pt` you uploaded;
 # - `WAVLM_AUDIO`: a recording (WAV, FLAC, ...; any rate and channel count); default: a sentence spoken
@@ -63,7 +64,9 @@ WORK.mkdir(parents=True, exist_ok=True)
 from wavlm_jax.convert.__main__ import main as convert
 from wavlm_jax.models import config as config_lib, directory, params, wavlm
 
-MODEL = Path(os.environ.get("WAVLM_MODEL", "runs/tiny/model"))
+# default: the main job's model, else notebook 4's
+DEFAULTS = [Path("runs/tiny/model"), Path("runs/notebook_pretraining/run/model")]
+MODEL = Path(os.environ.get("WAVLM_MODEL") or next((p for p in DEFAULTS if p.is_dir()), DEFAULTS[0]))
 CHECKPOINT = os.environ.get("WAVLM_CHECKPOINT")
 if CHECKPOINT:
   MODEL = WORK / "converted"

@@ -22,7 +22,8 @@
 # the layer weights SUPERB's featurizer learns for phoneme recognition and speaker identification. It
 # calls the same code as `python -m wavlm_jax.analysis.layerwise` and `python -m wavlm_jax.probe`.
 #
-# Set `WAVLM_MODEL` to a model directory (default: the main job's `runs/tiny/model`). With
+# Set `WAVLM_MODEL` to a model directory (default: the main job's `runs/tiny/model`,
+# else notebook 4's `runs/notebook_pretraining/run/model`). With
 # `WAVLM_NOTEBOOK_SMOKE=1` (what CI sets) it uses a random tiny model, the tiny corpus and a few steps:
 # its figures are then noise, and the full-size run's are in the README ("Probing and layer-wise
 # analysis").
@@ -60,7 +61,9 @@ STEPS = 30 if SMOKE else 1000
 # %%
 from wavlm_jax.models import config as config_lib, directory, params, wavlm
 
-MODEL = Path(os.environ.get("WAVLM_MODEL", "runs/tiny/model"))
+# default: the main job's model, else notebook 4's
+DEFAULTS = [Path("runs/tiny/model"), Path("runs/notebook_pretraining/run/model")]
+MODEL = Path(os.environ.get("WAVLM_MODEL") or next((p for p in DEFAULTS if p.is_dir()), DEFAULTS[0]))
 if SMOKE:
   cfg = config_lib.model_card("tiny", num_layers=2)
   MODEL = directory.save_model(WORK / "model", params.get_params(wavlm.build(cfg, seed=0)), cfg)
