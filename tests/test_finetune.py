@@ -230,3 +230,25 @@ def test_ctc_cluster_tokenizer_reads_the_ctc_models_layer(run, espeak_data_dir):
   theirs = np.asarray(wavlm_jax.load_encoder(model).hidden_states(wave[None])[1])[0]
   assert ours.shape == theirs.shape
   np.testing.assert_allclose(ours, theirs, atol=2e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,feature", [("ctc_cluster_base.py:runlocal", "hidden"),
+                                            ("pbert_base.py:ils,runlocal", "pbert")])
+def test_supervised_codebook_recipes_run_their_chain_locally(recipe, feature, run, env, tmp_path):
+  # The chain of configs/ctc_cluster_base.py and configs/pbert_base.py (ILS form) in :runlocal form, from
+  # the fine-tuned recognizer: the trainer runs the recipe's tokenizer on it (no label store given), then
+  # pre-trains a few steps on the labels; the labels say they come from the recognizer.
+  from wavlm_jax.data import labels as labels_lib
+
+  best = run["workdir"] / "best"
+  workdir, tok = tmp_path / "run", tmp_path / "tokenizer"
+  _run(["wavlm_jax.train", "--config", f"configs/{recipe}", "--workdir", str(workdir), "--config.total_steps=4",
+        f"--config.tokenizer.checkpoint={best}", f"--config.tokenizer.workdir={tok}", "--config.log_every=2"], env)
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["status"] == "finished" and summary["step"] == 4
+  store = labels_lib.LabelStore(tok / "labels" / "train")
+  assert store.provenance["feature"] == feature and store.provenance["checkpoint"] == str(best)
+  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  if "ils" in recipe:
+    assert {"acc_masked/layer1", "acc_masked/layer2"} <= set(metrics[-1])
