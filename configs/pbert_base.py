@@ -2,8 +2,8 @@
 the model, data and optimisation of configs/hubert_base.py:it2 (400k steps), with one phoneme per frame
 from a phoneme recognizer fine-tuned on the labelled subset only as the masked-prediction targets. `:ils`
 adds intermediate-layer supervision on the same targets (configs/ils_ssl_base.py: layers 4 and 12, the
-un-gated bucket relative position bias), the combination the paper's best rows build on (they add
-noisy-student rounds, which are not built yet).
+un-gated bucket relative position bias), the combination the paper's best rows build on; they add
+noisy-student rounds in fine-tuning: configs/finetune/hubert_base_10h.py:noisy (step 5 below).
 
   # 1. a phoneme recognizer on the labelled subset (LibriSpeech-layout datasets carry eSpeak NG phonemes)
   python -m wavlm_jax.finetune --config configs/finetune/hubert_base_10h.py --workdir $W/phones_10h \
@@ -17,6 +17,9 @@ noisy-student rounds, which are not built yet).
   # 4. fine-tune and evaluate like any pre-trained model
   python -m wavlm_jax.finetune --config configs/finetune/hubert_base_10h.py --workdir $W/pbert_base_10h \
       --config.init_from=$W/pbert_base/model
+  # 5. the best rows' combination: ILS pre-training (step 3 with :ils), then noisy-student rounds
+  python -m wavlm_jax.noisy_student --config configs/finetune/hubert_base_10h.py:noisy --workdir $W/pbert_ils_ns \
+      --rounds 2 --config.init_from=$W/pbert_base_ils/model --config.noisy_student.lm=lm4.arpa
 
 Steps 2 and 3 can be one command: without a label store the trainer runs the tokenizer of
 `config.tokenizer` first (`--config.tokenizer.checkpoint=$W/phones_10h/best`). On a laptop, the whole

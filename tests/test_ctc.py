@@ -196,6 +196,32 @@ def test_beam_search_with_lm_beats_greedy_on_noisy_emissions(sentences, tmp_path
     beam.BeamDecoder(Vocabulary.build(["a b"], "phonemes"), ["A"], lm_path=str(tmp_path / "lm.arpa"))
 
 
+def test_phone_lm_beam_search_beats_greedy_on_noisy_emissions(tmp_path):
+  # Phoneme vocabularies: a lexicon-free beam with a phone n-gram (its words are the phonemes), the
+  # decoding noisy-student rounds use for phoneme recognizers.
+  rng = np.random.default_rng(2)
+  phones = "p t k a i u m n s".split()
+  words = [" ".join(rng.choice(phones, size=3)) for _ in range(6)]  # phone strings from a small lexicon
+  sentences = [" ".join(rng.choice(words, size=rng.integers(2, 5))) for _ in range(300)]
+  vocab = Vocabulary.build(sentences, "phonemes")
+  ngram.KneserNey([s.split() for s in sentences], order=4).write(tmp_path / "phones.arpa")
+  refs, emissions = sentences[:40], []
+  for s in refs:
+    ids = vocab.encode(s)
+    logits = rng.normal(size=(2 * len(ids) + 3, len(vocab)))
+    logits[np.arange(1, 2 * len(ids) + 1, 2), ids] += 2.0
+    emissions.append(logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True))
+  lengths = [len(e) for e in emissions]
+  batch = np.full((len(refs), max(lengths), len(vocab)), -1e9, np.float32)
+  for i, e in enumerate(emissions):
+    batch[i, :len(e)] = e
+  greedy_per = score.error_rates(refs, [vocab.decode(p) for p in greedy.decode(batch, lengths)], "phonemes")["per"]
+  decoder = beam.BeamDecoder(vocab, lm_path=str(tmp_path / "phones.arpa"), lm_weight=1.0)
+  beam_per = score.error_rates(refs, decoder.decode(batch, lengths), "phonemes")["per"]
+  no_lm = score.error_rates(refs, beam.BeamDecoder(vocab).decode(batch, lengths), "phonemes")["per"]
+  assert beam_per < 0.7 * min(greedy_per, no_lm), (beam_per, greedy_per, no_lm)
+
+
 def test_scores_with_jiwer():
   s = score.error_rates(["THE CAT SAT", "A DOG"], ["THE BAT SAT", "A DOG RAN"], "letters")
   assert s["wer"] == pytest.approx(2 / 5) and s["words"] == 5

@@ -252,3 +252,43 @@ def test_supervised_codebook_recipes_run_their_chain_locally(recipe, feature, ru
   metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   if "ils" in recipe:
     assert {"acc_masked/layer1", "acc_masked/layer2"} <= set(metrics[-1])
+
+
+@pytest.mark.slow
+def test_noisy_student_round(run, init_model, env, espeak_data_dir, tmp_path):
+  # One round of `python -m wavlm_jax.noisy_student` from the fine-tuned recognizer as the teacher, on the
+  # tiny corpus: train[:40] labelled, train[40:] unlabelled. The student trains on the labelled
+  # utterances with their transcripts plus the kept pseudo-labels, which are the teacher's decoding (made
+  # without reading the unlabelled transcripts: no references file), in the teacher's vocabulary.
+  import tensorflow_datasets as tfds
+
+  from wavlm_jax.data.vocab import Vocabulary
+
+  teacher, workdir = run["workdir"] / "best", tmp_path / "ns"
+  _run(["wavlm_jax.noisy_student", "--config", "configs/finetune/tiny.py:phonemes,noisy", "--workdir", str(workdir),
+        "--rounds", "1", f"--config.noisy_student.teacher={teacher}", f"--config.init_from={init_model}",
+        "--config.data.dataset=espeak_speech/tiny", "--config.data.split=train[:40]",
+        "--config.noisy_student.unlabelled_split=train[40:]", "--config.total_steps=10",
+        "--config.optim.freeze_steps=5", "--config.eval.every_steps=10", "--config.eval.max_utterances=10",
+        "--config.data.num_buckets=2", "--config.eval.at_start=false"], env)
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert [r["round"] for r in summary["rounds"]] == [0, 1]
+  assert summary["rounds"][1]["validation"]["step"] == 10
+  rnd = workdir / "round1"
+  stats = json.loads((rnd / "pseudo_labels.json").read_text())
+  assert stats["decoded"] == 30 and stats["labelled"] == 40 and stats["kept"] > 0
+  assert sum(stats[k] for k in ("empty", "length_ratio", "confidence", "keep_fraction", "kept")) == 30
+  assert 0 <= stats["scores"]["kept"]["per"] < 1.5  # the diagnostic, read after the labels were made
+  assert not (rnd / "decode" / "references.txt").exists()
+  decoded = {r["id"]: r for r in map(json.loads, (rnd / "decode" / "utterances.jsonl").read_text().splitlines())}
+  lines = [json.loads(line) for line in (rnd / "transcripts.jsonl").read_text().splitlines()]
+  source = tfds.data_source("espeak_speech/tiny", split="train", data_dir=espeak_data_dir)
+  truth = {source[i]["id"].decode(): source[i]["phonemes"].decode() for i in range(len(source))}
+  order = list(truth)
+  labelled, pseudo = lines[:40], lines[40:]
+  assert [x["id"] for x in labelled] == order[:40] and all(x["phonemes"] == truth[x["id"]] for x in labelled)
+  assert len(pseudo) == stats["kept"] and {x["id"] for x in pseudo} <= set(order[40:])
+  assert all(x["phonemes"] == decoded[x["id"]]["hypothesis"] != "" for x in pseudo)
+  confidences = [decoded[x["id"]]["confidence"] for x in pseudo]
+  assert confidences == sorted(confidences, reverse=True) and all(0 < c <= 1 for c in confidences)
+  assert Vocabulary.load(rnd / "student" / "best").tokens == Vocabulary.load(teacher).tokens

@@ -207,3 +207,74 @@ def test_resume_under_another_plan_is_refused(espeak_data_dir, time_labels):
   same = data.create_iterator(cfg, batch_multiple=1)
   same.set_state(state)
   np.testing.assert_array_equal(next(same)["audio"], next(it)["audio"])
+
+
+def test_transcripts_file_selects_utterances_and_replaces_their_transcripts(espeak_data_dir, tmp_path):
+  """data.transcripts (noisy student's labelled + pseudo-labelled set): only the listed utterances of the
+  split, in split order, each with the file's transcript; a bad file is an error naming it."""
+  import json
+
+  from wavlm_jax.data import pipeline
+  from wavlm_jax.data.config import data_config
+  from wavlm_jax.data.vocab import Vocabulary
+
+  full = tfds.data_source("espeak_speech/tiny", split="train", data_dir=espeak_data_dir)
+  chosen = [7, 2, 30]
+  rows = [{"id": full[i]["id"].decode(), "phonemes": f"a b {i}"} for i in chosen]
+  path = tmp_path / "transcripts.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  cfg = data_config(dataset="espeak_speech/tiny", data_dir=espeak_data_dir, transcripts=str(path),
+                    batching="padded", crop_seconds=12.0, min_seconds=0.0, batch_size=2, num_buckets=1)
+  source = pipeline.open_source(cfg)
+  assert len(source) == 3
+  assert [source[i]["id"].decode() for i in range(3)] == [full[i]["id"].decode() for i in sorted(chosen)]
+  assert [source[i]["phonemes"] for i in range(3)] == [f"a b {i}" for i in sorted(chosen)]
+  np.testing.assert_array_equal(source[0]["audio"], full[2]["audio"])
+  np.testing.assert_array_equal(pipeline.length_index(source, cfg),
+                                pipeline.length_index(full, cfg)[sorted(chosen)])
+  vocab = Vocabulary.build(["a b 2 7 30"], "phonemes")
+  batches = list(pipeline.eval_batches(cfg, vocab))
+  assert sorted(t for b in batches for t in b["transcript"]) == sorted(r["phonemes"] for r in rows)
+  for text, error in [(json.dumps({"id": "nope", "phonemes": "a"}), "not in espeak_speech/tiny split 'train'"),
+                      ("{not json", "line 1: not a JSON object"),
+                      (json.dumps(rows[0]) + "\n" + json.dumps(rows[0]), "listed twice")]:
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError, match=error) as e:
+      pipeline.open_source(cfg)
+    assert str(path) in str(e.value)
+
+
+class _AudioOnly:
+  """A data source whose examples have nothing but audio and id (no transcript to read)."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    return {k: self.source[i][k] for k in ("audio", "id")}
+
+  def __getitems__(self, indices):
+    return [self[i] for i in indices]
+
+
+def test_eval_batches_without_references_never_read_transcripts(espeak_data_dir, monkeypatch):
+  from wavlm_jax.data import pipeline
+  from wavlm_jax.data.config import data_config
+  from wavlm_jax.data.vocab import Vocabulary
+
+  cfg = data_config(dataset="espeak_speech/tiny", split="validation", data_dir=espeak_data_dir, batching="padded",
+                    crop_seconds=12.0, min_seconds=0.0, batch_size=4, num_buckets=2)
+  vocab = Vocabulary.build(["a b"], "phonemes")
+  with_refs = list(pipeline.eval_batches(cfg, vocab))
+  real = pipeline.open_source
+  monkeypatch.setattr(pipeline, "open_source", lambda c: _AudioOnly(real(c)))
+  with pytest.raises(KeyError):
+    list(pipeline.eval_batches(cfg, vocab))
+  blind = list(pipeline.eval_batches(cfg, vocab, references=False))
+  assert [b["id"] for b in blind] == [b["id"] for b in with_refs]
+  assert all(t == "" for b in blind for t in b["transcript"]) and all(np.all(b["label_length"] == 0) for b in blind)
+  for a, b in zip(blind, with_refs):
+    np.testing.assert_array_equal(a["audio"], b["audio"])

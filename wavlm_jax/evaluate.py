@@ -9,7 +9,10 @@ Greedy CTC decoding by default; with `--lm`, beam search constrained to a lexico
 `--lexicon FILE`, one word per line) with the n-gram LM through flashlight-text (decoding/beam.py);
 `--beam` alone: beam search without a lexicon or LM. WER and CER (letters) or PER (phonemes) with jiwer.
 Writes OUTPUT/hypotheses.txt and OUTPUT/references.txt (`id<TAB>text`, one utterance per line),
-OUTPUT/scores.json, and prints the score table. OUTPUT defaults to MODEL/eval-DATASET-SPLIT.
+OUTPUT/utterances.jsonl (id, hypothesis, reference, frames and confidence: the mean over frames of the
+top CTC posterior, in log space, as a probability), OUTPUT/scores.json, and prints the score table.
+OUTPUT defaults to MODEL/eval-DATASET-SPLIT. `--no-references` decodes without reading the split's
+transcripts (unlabelled audio; noisy student's pseudo-labels): nothing is scored.
 """
 
 from __future__ import annotations
@@ -75,13 +78,13 @@ def evaluate(args) -> dict:
     words = []
     if args.lexicon:
       words = [w for line in Path(args.lexicon).read_text(encoding="utf-8").splitlines() for w in line.split()[:1]]
-    elif args.lm:
+    elif args.lm and vocab.kind == "letters":  # a word LM: its words are the lexicon
       words = lm_words(args.lm)
     decoder = beam.BeamDecoder(vocab, words, lm_path=args.lm or None, lm_weight=args.lm_weight,
                                word_score=args.word_score, beam_size=args.beam_size)
   t0 = time.perf_counter()
   batches = pipeline.eval_batches(cfg, vocab, batch_multiple=mesh_lib.batch_devices(mesh),
-                                  max_utterances=args.max_utterances)
+                                  max_utterances=args.max_utterances, references=not args.no_references)
   result = recognize.transcribe(forward, params, batches, vocab, mesh, decoder=decoder)
   seconds = time.perf_counter() - t0
 
@@ -91,17 +94,24 @@ def evaluate(args) -> dict:
   clean = lambda t: " ".join(t.split())
   (out / "hypotheses.txt").write_text("".join(f"{r['id']}\t{clean(r['hypothesis'])}\n" for r in result.records),
                                       encoding="utf-8")
-  (out / "references.txt").write_text("".join(f"{r['id']}\t{clean(r['reference'])}\n" for r in result.records),
+  (out / "utterances.jsonl").write_text("".join(json.dumps({**r, "hypothesis": clean(r["hypothesis"])},
+                                                          ensure_ascii=False) + "\n" for r in result.records),
                                       encoding="utf-8")
-  decoding = "greedy" if decoder is None else ("beam+lexicon+lm" if args.lm else
-                                               "beam+lexicon" if args.lexicon else "beam")
+  if not args.no_references:
+    (out / "references.txt").write_text("".join(f"{r['id']}\t{clean(r['reference'])}\n" for r in result.records),
+                                        encoding="utf-8")
+  decoding = "greedy" if decoder is None else ("beam+lexicon+lm" if args.lm and decoder.lexicon_size else
+                                               "beam+lm" if args.lm else "beam+lexicon" if args.lexicon else "beam")
   scores = {"model": str(args.model), "dataset": args.dataset, "split": args.split, "vocabulary": vocab.kind,
-            "decoding": decoding, **result.scores, "seconds": seconds}
-  if decoder is not None:
+            "decoding": decoding, **(result.scores if not args.no_references else {"utterances": len(result.records),
+                                                                                  "references": False}),
+            "seconds": seconds}
+  if decoder is not None and not args.no_references:
     from wavlm_jax.decoding import score
     greedy_scores = score.error_rates([r["reference"] for r in result.records], [r["greedy"] for r in result.records],
                                       vocab.kind)
     scores["greedy"] = {k: v for k, v in greedy_scores.items() if k in ("wer", "cer", "per")}
+  if decoder is not None:
     scores |= {"lm": args.lm, "lm_weight": args.lm_weight, "word_score": args.word_score, "beam_size": args.beam_size,
                "lexicon_words": decoder.lexicon_size}
   (out / "scores.json").write_text(json.dumps(scores, indent=2))
@@ -136,6 +146,8 @@ def parse(argv):
   p.add_argument("--transcript-key", default="", help="the transcript field (default: the vocabulary's)")
   p.add_argument("--audio-key", default="audio")
   p.add_argument("--output", default="")
+  p.add_argument("--no-references", action="store_true",
+                 help="never read the transcripts: decode only (unlabelled audio), no scores")
   return p.parse_args(argv)
 
 

@@ -172,6 +172,7 @@ def finetune(cfg, workdir: str) -> dict:
   eval_cfg = data_cfg.copy_and_resolve_references()
   with eval_cfg.unlocked():
     eval_cfg.split = cfg.eval.split
+    eval_cfg.transcripts = ""  # data.transcripts names training utterances; validation keeps its own
 
   def validation_batches():
     from wavlm_jax.data import pipeline

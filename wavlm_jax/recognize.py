@@ -77,10 +77,14 @@ def transcribe(forward, params, batches: Iterable[dict], vocab: Vocabulary, mesh
     paths = greedy.decode(log_probs, lengths, vocab.blank)
     greedy_text = [vocab.decode(p) for p in paths]
     text = decoder.decode(log_probs, lengths) if decoder is not None else greedy_text
+    # confidence: the mean over valid frames of the top posterior's log-probability, as a probability
+    best = np.max(log_probs, axis=-1)
     for i in range(n):
       label_length = int(batch["label_length"][i])
       infeasible += int(label_length > int(lengths[i]))
-      rec = {"id": batch["id"][i], "reference": vocab.reference(batch["transcript"][i]), "hypothesis": text[i]}
+      frames = int(lengths[i])
+      rec = {"id": batch["id"][i], "reference": vocab.reference(batch["transcript"][i]), "hypothesis": text[i],
+             "frames": frames, "confidence": float(np.exp(np.mean(best[i, :frames]))) if frames else 0.0}
       if decoder is not None:
         rec["greedy"] = greedy_text[i]
       records.append(rec)

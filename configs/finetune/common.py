@@ -31,6 +31,19 @@ def finetune_config(*, init_from: str = "", kind: str = "letters", data=None, **
       "at_start": True,  # also score the untrained head before step 1 (the baseline)
       "metric": "",  # the error that picks best/: "" = per (phonemes) or wer (letters); "cer" for letters
   })
+  # Noisy-student rounds (python -m wavlm_jax.noisy_student; docs/downstream.md#noisy-student).
+  c.noisy_student = ml_collections.ConfigDict({
+      "teacher": "",  # a fine-tuned model directory; "" = fine-tune one on data.split first (round 0)
+      "unlabelled_split": "",  # the unlabelled audio, e.g. "train[80:]"; its transcripts are never read
+      "student_split": "train",  # the split that holds both data.split and unlabelled_split
+      "student_init": "pretrained",  # the student starts from init_from ("pretrained") or from the teacher
+      "lm": "",  # "" = greedy; an ARPA/KenLM file: beam search (word LM for letters, phone LM for phonemes)
+      "lm_weight": 2.0, "word_score": -1.0, "beam_size": 50,
+      "length_tolerance": 0.5,  # drop if tokens/second differs from the labelled median by more (relative)
+      "min_confidence": 0.0,  # drop below this mean top posterior per frame
+      "keep_fraction": 0.9,  # then keep this fraction, most confident first
+      "score_pseudo_labels": True,  # report their error rate when the unlabelled split has transcripts
+  })
   c.total_steps = 25000
   c.log_every = 200
   for key, value in top.items():

@@ -14,15 +14,30 @@ Healthy run (measured on 2 CPU cores from the 1,000-step main job, README "Fine-
 validation PER 228 % (the untrained head, mostly insertions) -> 89 % at step 200 -> 39 % at step 1,000
 (test 41 %, unseen voices 56 %), 8.5 min; letters, CER 135 % -> 57 % with WER still ~100 % (a 64-wide,
 2-layer model spells words only partly right), ~20 min.
+
+`:phonemes,noisy` sets up noisy-student rounds (python -m wavlm_jax.noisy_student): the first 80 train
+utterances (~6 min, a hash-ordered sample) are the labelled subset, the other 560 the unlabelled audio.
+Round 0 fine-tunes the teacher on the 80, each round labels the 560 and fine-tunes a student on all:
+
+  python -m wavlm_jax.decoding.ngram --dataset espeak_speech/small --split "train[:80]" --field phonemes \
+      --order 4 --output runs/phones4_labelled.arpa        # optional: a phone LM from the labelled subset only
+  python -m wavlm_jax.noisy_student --config configs/finetune/tiny.py:phonemes,noisy --workdir runs/ns_tiny \
+      --rounds 2 [--config.noisy_student.lm=runs/phones4_labelled.arpa --config.noisy_student.lm_weight=0.5]
 """
 
 from configs import common
 from configs.finetune.common import finetune_config
+
+LABELLED = 80  # `noisy`: the labelled subset, the first utterances of the train split
 from wavlm_jax.data.config import data_config
 
 
 def get_config(arg=None):
-  (kind,) = common.parse_arg(arg or "phonemes", ("phonemes", "letters")) or {"phonemes"}
+  words = common.parse_arg(arg or "phonemes", ("phonemes", "letters", "noisy"))
+  kinds = words & {"phonemes", "letters"}
+  if len(kinds) > 1:
+    raise ValueError(f"configs/finetune/tiny.py: {arg!r} names both phonemes and letters")
+  kind = next(iter(kinds), "phonemes")
   data = data_config(dataset="espeak_speech/small", batching="padded", crop_seconds=12.0, min_seconds=0.0,
                      batch_size=8, num_buckets=4, num_threads=2, seed=0)
   c = finetune_config(init_from="runs/tiny/model", kind=kind, data=data, total_steps=1000, log_every=50, seed=0)
@@ -34,4 +49,8 @@ def get_config(arg=None):
   if kind == "letters":
     c.eval.metric = "cer"  # a 64-wide, 2-layer model spells words only partly right: WER stays near 100 %
   c.checkpoint.every_steps = 250
+  if "noisy" in words:  # the first 80 utterances (~6 min) labelled, the other 560 (~42 min) unlabelled
+    c.data.split = f"train[:{LABELLED}]"
+    c.noisy_student.unlabelled_split = f"train[{LABELLED}:]"
+    c.noisy_student.student_split = "train"
   return c

@@ -28,6 +28,8 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.seed = 0
   c.labels = ""  # a label store directory ("" = no labels)
   c.transcript_key = ""  # fine-tuning: the transcript field ("" = the vocabulary's: text or phonemes)
+  c.transcripts = ""  # fine-tuning: a JSON-lines file of {"id": ..., FIELD: ...}: only these utterances of the
+  # split, with these transcripts (noisy student's labelled + pseudo-labelled set; data/pipeline.py)
   # WavLM denoising (docs/objectives.md#utterance-mixing).
   c.mix_prob = 0.0
   c.noise_prob = 0.0

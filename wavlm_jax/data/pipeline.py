@@ -51,6 +51,8 @@ def length_index(source, cfg) -> np.ndarray:
   (`lengths-<split>-<audio_key>.npy`), or recomputed when that directory is not writable."""
   import concurrent.futures
 
+  if isinstance(source, TranscribedSource):  # a subset of a split: the split's (cached) index, subset
+    return length_index(source.split_source, cfg)[source.indices]
   cache = None
   info = getattr(source, "dataset_info", None)
   if info is not None and getattr(info, "data_dir", None):
@@ -94,10 +96,63 @@ def open_source(cfg):
   if cfg.prepare and cfg.dataset.startswith("espeak_speech"):
     builders.prepare(cfg.dataset, data_dir)
   try:
-    return tfds.data_source(cfg.dataset, split=cfg.split, data_dir=data_dir)
+    source = tfds.data_source(cfg.dataset, split=cfg.split, data_dir=data_dir)
   except Exception as e:  # noqa: BLE001 - TFDS raises many kinds; say what to do
     raise FileNotFoundError(f"dataset {cfg.dataset!r} split {cfg.split!r} is not prepared in {data_dir} ({e}); "
                             "prepare it with `python -m wavlm_jax.data.prepare`") from None
+  if cfg.get("transcripts"):
+    source = TranscribedSource(source, cfg.transcripts, cfg.id_key, f"{cfg.dataset} split {cfg.split!r}")
+  return source
+
+
+def read_transcripts(path) -> dict[str, dict[str, str]]:
+  """A transcripts file: JSON lines {"id": ..., FIELD: text, ...} -> {id: {FIELD: text, ...}}."""
+  out = {}
+  for n, line in enumerate(storage.path(path).read_text(encoding="utf-8").splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      uid = str(row.pop("id"))
+    except (ValueError, KeyError, AttributeError) as e:
+      raise ValueError(f"{path}, line {n}: not a JSON object with an \"id\" ({type(e).__name__}: {e})") from None
+    if uid in out:
+      raise ValueError(f"{path}, line {n}: utterance {uid!r} is listed twice")
+    out[uid] = {k: str(v) for k, v in row.items()}
+  if not out:
+    raise ValueError(f"{path}: no utterances")
+  return out
+
+
+class TranscribedSource:
+  """The utterances of a split that a transcripts file lists (`data.transcripts`), in split order, each
+  with the file's fields (its transcript) in place of the dataset's. A listed id the split lacks is an
+  error. Reading the split's ids takes one pass over it (audio included)."""
+
+  def __init__(self, source, path, id_key: str, where: str):
+    self.split_source, self.path = source, str(path)
+    self._rows = read_transcripts(path)
+    ids = []
+    for start in range(0, len(source), 256):
+      ids += [labels_lib.utterance_id(ex[id_key])
+              for ex in source.__getitems__(list(range(start, min(start + 256, len(source)))))]
+    position = {uid: i for i, uid in enumerate(ids)}
+    missing = [uid for uid in self._rows if uid not in position]
+    if missing:
+      raise ValueError(f"{path}: {len(missing)} utterance(s) are not in {where}, e.g. {missing[:3]}")
+    self.indices = np.array(sorted(position[uid] for uid in self._rows), np.int64)
+    self._ids = [ids[i] for i in self.indices]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    example = dict(self.split_source[int(self.indices[i])])
+    example.update(self._rows[self._ids[i]])
+    return example
+
+  def __getitems__(self, indices):
+    return [self[int(i)] for i in indices]
 
 
 class _Example:
@@ -341,14 +396,15 @@ def create_iterator(cfg, **kwargs) -> HostIterator:
   return HostIterator(cfg, **kwargs)
 
 
-def eval_batches(cfg, vocab, *, batch_multiple: int = 1, max_utterances: int = 0):
+def eval_batches(cfg, vocab, *, batch_multiple: int = 1, max_utterances: int = 0, references: bool = True):
   """Every utterance of `cfg.split` once (the first `max_utterances` in source order, if > 0), shortest
   first, as padded global batches (all hosts get the same batches: validation sets are small) with the
   transcripts' ids. The bucket lengths are `padded_lengths` of the split, plus the longest utterance's
   (never dropped: a test set is scored whole); rows per batch keep the padded audio near
   batch_size x crop_seconds, a multiple of `batch_multiple`. The last batch of a length is filled with
   copies of its first row, marked `rows` False. Yields dicts: audio, padding_mask, labels, label_length,
-  rows (numeric) and id, transcript (host-side)."""
+  rows (numeric) and id, transcript (host-side). `references=False`: transcripts are never read (unlabelled
+  audio, pseudo-labelling): labels are empty and every transcript is ""."""
   source = open_source(cfg)
   lengths = length_index(source, cfg)
   if max_utterances > 0:
@@ -356,7 +412,7 @@ def eval_batches(cfg, vocab, *, batch_multiple: int = 1, max_utterances: int = 0
   if len(lengths) == 0:
     return
   key = cfg.transcript_key or vocab.field
-  example = _Example(cfg, None, vocab)
+  example = _Example(cfg, None, vocab if references else None)
   longest = -(-int(lengths.max()) // buckets_lib.FRAME) * buckets_lib.FRAME
   sizes = sorted(set(buckets_lib.padded_lengths(lengths, cfg.num_buckets, 0, int(lengths.max()))) | {longest})
   budget = -(-cfg.batch_size // batch_multiple) * batch_multiple * int(round(cfg.crop_seconds * SAMPLE_RATE))
@@ -370,13 +426,16 @@ def eval_batches(cfg, vocab, *, batch_multiple: int = 1, max_utterances: int = 0
       chunk = list(members[i:i + rows])
       examples = [source[int(j)] for j in chunk]
       parts = [example(ex, rng, samples) for ex in examples]
+      if not references:
+        for part in parts:
+          part["labels"], part["label_length"] = np.full(1, -1, np.int32), np.int32(0)
       batch = {k: np.stack([p[k] for p in parts] + [parts[0][k]] * (rows - len(parts))) for k in
                ("audio", "padding_mask", "labels", "label_length")}
       if cfg.normalize:
         batch["audio"] = normalize_waveform(batch["audio"], batch["padding_mask"], xp=np)
       batch["rows"] = np.arange(rows) < len(parts)
       batch["id"] = [p["id"] for p in parts]
-      batch["transcript"] = [_text(ex[key]) for ex in examples]
+      batch["transcript"] = [_text(ex[key]) if references else "" for ex in examples]
       yield batch
 
 

@@ -1,6 +1,8 @@
 """CTC beam search through flashlight-text: a lexicon-constrained decoder with a word n-gram language
 model (KenLM, ARPA or binary) for letter vocabularies, as fairseq's HuBERT recipe decodes (4-gram,
-lm_weight 2, word_score -1), or a lexicon-free beam without a language model for any vocabulary.
+lm_weight 2, word_score -1); for phoneme vocabularies a lexicon-free beam with a phone n-gram LM (its
+words are the phonemes: `python -m wavlm_jax.decoding.ngram --field phonemes`); or a lexicon-free beam
+without a language model for any vocabulary.
 
     decoder = BeamDecoder(vocab, lexicon_words, lm_path="lm.arpa", lm_weight=2.0, word_score=-1.0)
     texts = decoder.decode(log_probs, lengths)
@@ -31,7 +33,14 @@ class BeamDecoder:
       tokens.add_entry(t)
     blank = vocab.blank
     beam_size_token = beam_size_token or len(vocab)
-    if lm_path is not None or words:
+    if lm_path is not None and vocab.kind == "phonemes" and not words:
+      # Token-level LM: KenLM maps our token ids to its vocabulary through the token dictionary.
+      options = fl.LexiconFreeDecoderOptions(beam_size=beam_size, beam_size_token=beam_size_token,
+                                             beam_threshold=beam_threshold, lm_weight=lm_weight, sil_score=0.0,
+                                             log_add=False, criterion_type=fl.CriterionType.CTC)
+      self._decoder = fl.LexiconFreeDecoder(options, KenLM(str(lm_path), tokens), blank, blank, [])
+      self._words, self.lexicon_size = None, 0
+    elif lm_path is not None or words:
       if vocab.kind != "letters":
         raise ValueError("a lexicon and word language model need a letter vocabulary (with `|` between words); "
                          f"this one is {vocab.kind}")

@@ -121,7 +121,8 @@ class KneserNey:
 
 
 def dataset_sentences(dataset: str, split: str, data_dir: str = "", key: str = "text"):
-  """The word sequences of a prepared dataset's transcripts, normalised as the scorer's references."""
+  """The word sequences of a prepared dataset's transcripts, normalised as the scorer's references (for
+  the `phonemes` field: the phoneme sequences, a phone LM's sentences)."""
   import tensorflow_datasets as tfds
 
   from wavlm_jax.data import builders, paths
@@ -131,13 +132,13 @@ def dataset_sentences(dataset: str, split: str, data_dir: str = "", key: str = "
   if dataset.startswith("espeak_speech"):
     builders.prepare(dataset, root)
   source = tfds.data_source(dataset, split=split, data_dir=root)
-  letters = Vocabulary("letters", ())
+  normal = Vocabulary("phonemes" if key == "phonemes" else "letters", ())
   for i in range(len(source)):
     ex = source[i]
     if key not in ex:
       raise KeyError(f"dataset {dataset!r} split {split!r} has no field {key!r} (fields: {sorted(ex)})")
     value = ex[key]
-    yield letters.reference(value.decode("utf-8") if isinstance(value, bytes) else str(value)).split()
+    yield normal.reference(value.decode("utf-8") if isinstance(value, bytes) else str(value)).split()
 
 
 def main(argv=None) -> int:
