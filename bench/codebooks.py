@@ -18,6 +18,8 @@ LibriSpeech 100 h sits inside 960 h):
    parameters), then every arm is fine-tuned on the labelled subset (same recipe and steps) and its best
    checkpoint (validation PER) scored with greedy decoding: PER on `test` (the training voices, unseen
    sentences) and `test_unseen` (held-out voices).
+5. The paper's combination: --noisy-rounds noisy-student rounds (python -m wavlm_jax.noisy_student) on the
+   PBERT arm, its fine-tuned model the teacher, the rest of the train split the unlabelled audio.
 
 Every stage runs the project's command lines as a user would (logs in WORKDIR/logs) and is skipped when
 its output exists, so an interrupted run continues. Prints a table and writes --out (JSON). The tiny
@@ -49,7 +51,8 @@ class Bench:
     self.work = Path(args.workdir).resolve()
     (self.work / "logs").mkdir(parents=True, exist_ok=True)
     self.env = dict(os.environ, PYTHONPATH=str(REPO), WAVLM_DATA_DIR=str(self.work / "data"))
-    self.seconds: dict[str, float] = {}
+    self._times = self.work / "stage_seconds.json"  # kept across invocations: a resumed run's total
+    self.seconds: dict[str, float] = json.loads(self._times.read_text()) if self._times.is_file() else {}
 
   def run(self, stage: str, done: Path, args: list[str]) -> None:
     """Runs `python -m args...` unless `done` exists; its output goes to logs/<stage>.log."""
@@ -62,6 +65,7 @@ class Bench:
       code = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=self.env, stdout=log,
                             stderr=subprocess.STDOUT).returncode
     self.seconds[stage] = time.perf_counter() - start
+    self._times.write_text(json.dumps(self.seconds, indent=2))
     if code != 0:
       raise SystemExit(f"[{stage}] failed ({code}); see {self.work / 'logs' / (stage + '.log')}")
     print(f"[{stage}] {self.seconds[stage] / 60:.1f} min", flush=True)
@@ -92,6 +96,17 @@ class Bench:
               f"--config.total_steps={steps}", f"--config.checkpoint.every_steps={steps}"])
     return workdir / "best"
 
+  def noisy_student(self, name: str, teacher: Path, init: Path) -> Path:
+    workdir = self.work / "noisy_student" / name
+    a = self.args
+    self.run(f"noisy_student_{name}", workdir / "summary.json",
+             ["wavlm_jax.noisy_student", "--config", "configs/finetune/tiny.py:phonemes,noisy", "--workdir",
+              str(workdir), f"--rounds={a.noisy_rounds}", f"--config.noisy_student.teacher={teacher}",
+              f"--config.init_from={init}", f"--config.data.split=train[:{a.labelled}]",
+              f"--config.noisy_student.unlabelled_split=train[{a.labelled}:]",
+              f"--config.total_steps={a.finetune_steps}", f"--config.checkpoint.every_steps={a.finetune_steps}"])
+    return workdir / f"round{a.noisy_rounds}" / "student" / "best"
+
   def evaluate(self, name: str, model: Path, split: str) -> dict:
     out = self.work / "eval" / f"{name}-{split}"
     self.run(f"eval_{name}_{split}", out / "scores.json",
@@ -118,6 +133,8 @@ def main() -> int:
   p.add_argument("--pretrain-steps", type=int, default=600)
   p.add_argument("--finetune-steps", type=int, default=500)
   p.add_argument("--recognizer-steps", type=int, default=600)
+  p.add_argument("--noisy-rounds", type=int, default=1,
+                 help="noisy-student rounds after fine-tuning the PBERT arm (0: none)")
   args = p.parse_args()
   start = time.perf_counter()
   b = Bench(args)
@@ -141,6 +158,14 @@ def main() -> int:
                  "pretrain_final_acc_masked": pre.get("final_acc_masked"),
                  "pretrain_chance": pre.get("chance_accuracy"),
                  "per_test": _per(scores["test"]), "per_test_unseen": _per(scores["test_unseen"])})
+  if args.noisy_rounds:  # the paper's combination: the supervised codebook, then noisy student
+    best = b.noisy_student("pbert", b.work / "finetune" / "pbert" / "best", models["pbert"])
+    scores = {split: b.evaluate("pbert_ns", best, split) for split in ("test", "test_unseen")}
+    ns = json.loads((b.work / "noisy_student" / "pbert" / "summary.json").read_text())
+    last = ns["rounds"][-1]["pseudo_labels"]
+    rows.append({**rows[-1], "arm": "pbert_ns", "name": f"PBERT + NS ({args.noisy_rounds} round)",
+                 "per_test": _per(scores["test"]), "per_test_unseen": _per(scores["test_unseen"]),
+                 "pseudo_labels_kept": last["kept"], "pseudo_label_per": last["scores"]["kept"].get("per")})
   recognizer_scores = b.evaluate("recognizer", recognizer, "test_unseen")
 
   print(f"\n{DATASET}: labelled subset train[:{args.labelled}], k = {args.k}, pre-training "
@@ -153,12 +178,14 @@ def main() -> int:
           f"{r['per_test_unseen']:11.3f}")
   print(f"the recognizer itself (labelled subset only, greedy): PER unseen {_per(recognizer_scores):.3f}")
   minutes = (time.perf_counter() - start) / 60
-  print(f"{minutes:.1f} min in this invocation")
+  total = sum(b.seconds.values()) / 60
+  print(f"{total:.1f} min in all stages ({minutes:.1f} min in this invocation)")
   result = {"dataset": DATASET, "labelled": f"train[:{args.labelled}]", "k": args.k,
             "pretrain_steps": args.pretrain_steps, "finetune_steps": args.finetune_steps,
             "recognizer_steps": args.recognizer_steps, "rows": rows,
             "recognizer_per_test_unseen": _per(recognizer_scores),
-            "stage_minutes": {k: round(v / 60, 2) for k, v in b.seconds.items()}, "minutes": round(minutes, 1)}
+            "noisy_rounds": args.noisy_rounds,
+            "stage_minutes": {k: round(v / 60, 2) for k, v in b.seconds.items()}, "minutes": round(total, 1)}
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   Path(args.out).write_text(json.dumps(result, indent=2))
   print(f"wrote {args.out}")

@@ -28,8 +28,11 @@ of frames. Filling blank frames matters: the raw frame-wise argmax (blanks kept 
 0.165, filling blanks with the token before 0.362, the split at the middle 0.399; a silence label for
 long blank runs added 0.005 and was left out. On this synthetic corpus MFCC k-means (k = 50) scores a
 higher PNMI (0.441; more labels raise PNMI) but a lower phone purity (0.417); a stronger recognizer
-gives better labels. Not built yet: position-dependent phones (B/I/E/S) and decoding with a lexicon and
-n-gram LM before the alignment (greedy only).
+gives better labels. `--config.lm=PHONE_LM` decodes with a phone n-gram (beam search) and force-aligns
+the decoded phonemes by Viterbi; build it from the labelled subset's phonemes only
+(`python -m wavlm_jax.decoding.ngram --dataset DATASET --split LABELLED --field phonemes --output F`).
+Not built: position-dependent phones (B/I/E/S; they need word boundaries, which a phoneme recognizer's
+output does not carry) and a word lexicon in that decoding.
 """
 
 from configs import tokenize_mfcc
@@ -41,5 +44,8 @@ def get_config(arg: str = "tiny"):
   c.feature = "pbert"
   c.checkpoint = ""  # a fine-tuned CTC model directory with ctc_vocab.json (finetune's best/ or model/)
   c.label_rate = 50  # 50 (the recognizer's frames) or 100 (each frame repeated)
+  c.lm = ""  # "" = greedy; a phone n-gram (ngram --field phonemes): beam search, then Viterbi alignment
+  c.lm_weight = 0.5
+  c.beam_size = 50
   c.workdir = f"runs/tokenizer/{arg}_pbert"
   return c

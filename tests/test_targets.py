@@ -197,3 +197,38 @@ def test_report_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
       assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   finally:
     matplotlib.use(before)
+
+
+def test_pbert_labels_with_a_phone_lm_are_the_aligned_beam_decode(espeak_data_dir, tmp_path):
+  """configs/tokenize_pbert.py with config.lm: each utterance is decoded by beam search with the phone
+  n-gram and the decoded phonemes force-aligned to the frames: the labels' runs spell the decode."""
+  import tensorflow_datasets as tfds
+
+  from configs import tokenize_pbert
+  from wavlm_jax import audio
+  from wavlm_jax.decoding import align, beam, ngram
+  from wavlm_jax.data.vocab import Vocabulary
+
+  train = tfds.data_source("espeak_speech/tiny", split="train", data_dir=espeak_data_dir)
+  phonemes = [train[i]["phonemes"].decode() for i in range(len(train))]
+  vocab = Vocabulary.build(phonemes, "phonemes")
+  ngram.KneserNey([p.split() for p in phonemes], order=3).write(tmp_path / "phones.arpa")
+  cfg_model = config_lib.model_card("tiny", num_label_classes=0, vocab_size=len(vocab))
+  model = directory.save_model(tmp_path / "rec", params.get_params(wavlm.build(cfg_model, seed=3)), cfg_model)
+  vocab.save(model)
+  cfg = tokenize_pbert.get_config("tiny")
+  cfg.checkpoint, cfg.lm, cfg.lm_weight = str(model), str(tmp_path / "phones.arpa"), 3.0
+  labeler = tokenize.PhoneLabeler(cfg)
+  assert labeler.provenance["decoder"]["beam"]["lm_weight"] == 3.0
+  source = tfds.data_source("espeak_speech/tiny", split="validation", data_dir=espeak_data_dir)
+  waves = [audio.to_float(np.asarray(source[i]["audio"])) for i in range(3)]
+  decoder = beam.BeamDecoder(vocab, lm_path=cfg.lm, lm_weight=3.0)
+  changed = 0
+  for wave, labels, log_probs in zip(waves, labeler(waves), labeler._posteriors(waves)):
+    tokens = vocab.encode(decoder.decode(log_probs[None], [len(log_probs)])[0])
+    assert len(tokens) > 0 and len(labels) == len(log_probs)
+    runs = labels[np.r_[True, labels[1:] != labels[:-1]]]
+    merged = tokens[np.r_[True, tokens[1:] != tokens[:-1]]]  # equal neighbours share one run
+    np.testing.assert_array_equal(runs, merged)
+    changed += not np.array_equal(labels, align.greedy_frame_labels(log_probs, vocab.blank)[1])
+  assert changed  # the LM changes what a random recognizer's argmax says

@@ -103,7 +103,9 @@ class PhoneLabeler:
   posteriors is the frame-wise argmax path itself (`decoding.align.greedy_frame_labels`), whose blank
   frames are then filled by the alignment. Only audio is read: the utterance's transcript, phonemes and
   alignment are never looked at. Labels are the recognizer's vocabulary ids (`ctc_vocab.json`; the
-  blank id only for an utterance decoded as empty), at 50 Hz, or 100 Hz by repeating each frame."""
+  blank id only for an utterance decoded as empty), at 50 Hz, or 100 Hz by repeating each frame. With
+  `config.lm` (a phone n-gram) each utterance is decoded by beam search with it instead, and its phonemes
+  are force-aligned to the posteriors by Viterbi (`decoding.align.frame_labels`)."""
 
   def __init__(self, cfg):
     from wavlm_jax.data.vocab import Vocabulary
@@ -120,15 +122,26 @@ class PhoneLabeler:
     if self._posteriors.dim != len(self.vocab):
       raise ValueError(f"{cfg.checkpoint}: the CTC head has {self._posteriors.dim} outputs but ctc_vocab.json "
                        f"{len(self.vocab)} tokens")
+    self._beam = None
+    decoder = "greedy"
+    if cfg.get("lm"):  # a phone n-gram: beam search, then the forced alignment of its phonemes
+      from wavlm_jax.decoding.beam import BeamDecoder
+
+      self._beam = BeamDecoder(self.vocab, lm_path=cfg.lm, lm_weight=cfg.lm_weight, beam_size=cfg.beam_size)
+      decoder = {"beam": {"lm": str(cfg.lm), "lm_weight": cfg.lm_weight, "beam_size": cfg.beam_size}}
     self.provenance = {"feature": "pbert", "checkpoint": str(cfg.checkpoint), "vocabulary": self.vocab.kind,
-                       "tokens": list(self.vocab.tokens), "decoder": "greedy", "label_rate": self.rate}
+                       "tokens": list(self.vocab.tokens), "decoder": decoder, "label_rate": self.rate}
 
   def __call__(self, waveforms) -> list[np.ndarray]:
     from wavlm_jax.decoding import align
 
     out = []
     for log_probs in self._posteriors(waveforms):
-      _, labels = align.greedy_frame_labels(log_probs, self.vocab.blank)
+      if self._beam is None:
+        _, labels = align.greedy_frame_labels(log_probs, self.vocab.blank)
+      else:
+        text = self._beam.decode(log_probs[None], [len(log_probs)])[0]
+        labels = align.frame_labels(log_probs, self.vocab.encode(text), self.vocab.blank)
       out.append(np.repeat(labels, self.repeat).astype(np.int32))
     return out
 
