@@ -174,12 +174,11 @@ def test_kneser_ney_is_normalised_and_read_by_kenlm(sentences, tmp_path):
   assert s2 == pytest.approx(math.log10(lm.p(("<s>", "THE", "CAT"))), abs=1e-4)
 
 
-def test_beam_search_with_lm_beats_greedy_on_noisy_emissions(sentences, tmp_path):
-  vocab = Vocabulary.build(sentences, "letters")
-  ngram.KneserNey([s.split() for s in sentences], order=3).write(tmp_path / "lm.arpa")
-  rng = np.random.default_rng(1)
-  refs, emissions = sentences[:40], []
-  for s in refs:  # the right letter every other frame, boosted over heavy noise
+def _noisy_emissions(refs, vocab, rng):
+  """CTC log-probs (B, T, V) and lengths: each reference's token every other frame, boosted over heavy
+  noise (what an LM can correct and greedy decoding cannot)."""
+  emissions = []
+  for s in refs:
     ids = vocab.encode(s)
     logits = rng.normal(size=(2 * len(ids) + 3, len(vocab)))
     logits[np.arange(1, 2 * len(ids) + 1, 2), ids] += 2.0
@@ -188,6 +187,15 @@ def test_beam_search_with_lm_beats_greedy_on_noisy_emissions(sentences, tmp_path
   batch = np.full((len(refs), max(lengths), len(vocab)), -1e9, np.float32)
   for i, e in enumerate(emissions):
     batch[i, :len(e)] = e
+  return batch, lengths
+
+
+def test_beam_search_with_lm_beats_greedy_on_noisy_emissions(sentences, tmp_path):
+  vocab = Vocabulary.build(sentences, "letters")
+  ngram.KneserNey([s.split() for s in sentences], order=3).write(tmp_path / "lm.arpa")
+  rng = np.random.default_rng(1)
+  refs = sentences[:40]
+  batch, lengths = _noisy_emissions(refs, vocab, rng)
   greedy_wer = score.error_rates(refs, [vocab.decode(p) for p in greedy.decode(batch, lengths)], "letters")["wer"]
   decoder = beam.BeamDecoder(vocab, [w.lower() for w in WORDS], lm_path=str(tmp_path / "lm.arpa"))  # normalised
   beam_wer = score.error_rates(refs, decoder.decode(batch, lengths), "letters")["wer"]
@@ -205,16 +213,8 @@ def test_phone_lm_beam_search_beats_greedy_on_noisy_emissions(tmp_path):
   sentences = [" ".join(rng.choice(words, size=rng.integers(2, 5))) for _ in range(300)]
   vocab = Vocabulary.build(sentences, "phonemes")
   ngram.KneserNey([s.split() for s in sentences], order=4).write(tmp_path / "phones.arpa")
-  refs, emissions = sentences[:40], []
-  for s in refs:
-    ids = vocab.encode(s)
-    logits = rng.normal(size=(2 * len(ids) + 3, len(vocab)))
-    logits[np.arange(1, 2 * len(ids) + 1, 2), ids] += 2.0
-    emissions.append(logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True))
-  lengths = [len(e) for e in emissions]
-  batch = np.full((len(refs), max(lengths), len(vocab)), -1e9, np.float32)
-  for i, e in enumerate(emissions):
-    batch[i, :len(e)] = e
+  refs = sentences[:40]
+  batch, lengths = _noisy_emissions(refs, vocab, rng)
   greedy_per = score.error_rates(refs, [vocab.decode(p) for p in greedy.decode(batch, lengths)], "phonemes")["per"]
   decoder = beam.BeamDecoder(vocab, lm_path=str(tmp_path / "phones.arpa"), lm_weight=1.0)
   beam_per = score.error_rates(refs, decoder.decode(batch, lengths), "phonemes")["per"]

@@ -34,13 +34,9 @@ class Encoder:
     normalize: per-utterance waveform normalisation; default = the model's `normalize_waveform`.
     Compiles once per input shape.
     """
+    audio.check_batch(waveforms, padding_mask)
     waveforms = jnp.asarray(waveforms, jnp.float32)
-    if waveforms.ndim != 2:
-      raise ValueError(f"waveforms must be (batch, samples), got shape {waveforms.shape}")
-    if padding_mask is not None:
-      padding_mask = jnp.asarray(padding_mask, bool)
-      if padding_mask.shape != waveforms.shape:
-        raise ValueError(f"padding_mask shape {padding_mask.shape} != waveforms shape {waveforms.shape}")
+    padding_mask = None if padding_mask is None else jnp.asarray(padding_mask, bool)
     normalize = self.config.normalize_waveform if normalize is None else normalize
     return self._forward(self._state, waveforms, padding_mask, normalize=bool(normalize))
 

@@ -34,6 +34,15 @@ def to_int16(audio) -> np.ndarray:
   return np.clip(np.round(np.asarray(audio, np.float32) * 32767.0), -32768, 32767).astype(np.int16)
 
 
+def check_batch(waveforms, padding_mask=None) -> None:
+  """Raises ValueError unless `waveforms` is (batch, samples) and `padding_mask`, if given, the same shape
+  (NumPy or JAX arrays: only the shapes are read)."""
+  if np.ndim(waveforms) != 2:
+    raise ValueError(f"waveforms must be (batch, samples), got shape {np.shape(waveforms)}")
+  if padding_mask is not None and np.shape(padding_mask) != np.shape(waveforms):
+    raise ValueError(f"padding_mask shape {np.shape(padding_mask)} != waveforms shape {np.shape(waveforms)}")
+
+
 def normalize_waveform(waveforms, padding_mask=None, eps: float = 1e-5, xp=np):
   """Per-utterance zero mean, unit variance over the valid samples (fairseq `F.layer_norm(wav, shape)`,
   eps 1e-5, biased variance); padding is set to zero afterwards. `xp` is numpy (the input pipeline, on

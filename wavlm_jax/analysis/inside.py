@@ -55,13 +55,9 @@ def look_inside(model, waveforms, padding_mask=None, *, layers: Sequence[int] | 
     predicts for masked frames. normalize: per-utterance waveform normalisation (default: the model's).
   """
   config = model.config
+  audio.check_batch(waveforms, padding_mask)
   waveforms = jnp.asarray(waveforms, jnp.float32)
-  if waveforms.ndim != 2:
-    raise ValueError(f"waveforms must be (batch, samples), got shape {waveforms.shape}")
-  if padding_mask is not None:
-    padding_mask = jnp.asarray(padding_mask, bool)
-    if padding_mask.shape != waveforms.shape:
-      raise ValueError(f"padding_mask shape {padding_mask.shape} != waveforms shape {waveforms.shape}")
+  padding_mask = None if padding_mask is None else jnp.asarray(padding_mask, bool)
   layers = tuple(range(1, config.num_layers + 1)) if layers is None else tuple(int(l) for l in layers)
   bad = [l for l in layers if not 1 <= l <= config.num_layers]
   if bad:
