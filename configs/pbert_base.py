@@ -17,7 +17,8 @@ noisy-student rounds in fine-tuning: configs/finetune/hubert_base_10h.py:noisy (
   # 4. fine-tune and evaluate like any pre-trained model
   python -m wavlm_jax.finetune --config configs/finetune/hubert_base_10h.py --workdir $W/pbert_base_10h \
       --config.init_from=$W/pbert_base/model
-  # 5. the best rows' combination: ILS pre-training (step 3 with :ils), then noisy-student rounds
+  # 5. the best rows' combination: ILS pre-training (step 3 with :ils and --workdir $W/pbert_base_ils),
+  #    then noisy-student rounds
   python -m wavlm_jax.noisy_student --config configs/finetune/hubert_base_10h.py:noisy --workdir $W/pbert_ils_ns \
       --rounds 2 --config.init_from=$W/pbert_base_ils/model --config.noisy_student.lm=lm4.arpa
 

@@ -42,6 +42,7 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,15 +106,20 @@ def train(interrupt_at=None, resumed_at=()):
     proc = subprocess.Popen(COMMAND, env=env, stdout=log, stderr=subprocess.STDOUT)
   handle = display(draw([], resumed_at), display_id=True)
   drawn = 0
-  while proc.poll() is None:
-    time.sleep(0.25)
-    rows = read_metrics()
-    if interrupt_at is not None and rows and rows[-1]["step"] >= interrupt_at:
-      proc.send_signal(signal.SIGTERM)
-      interrupt_at = None
-    if len(rows) >= drawn + 10:
-      handle.update(draw(rows, resumed_at))
-      drawn = len(rows)
+  try:
+    while proc.poll() is None:
+      time.sleep(0.25)
+      rows = read_metrics()
+      if interrupt_at is not None and rows and rows[-1]["step"] >= interrupt_at:
+        proc.send_signal(signal.SIGTERM)
+        interrupt_at = None
+      if len(rows) >= drawn + 10:
+        handle.update(draw(rows, resumed_at))
+        drawn = len(rows)
+  finally:  # the kernel interrupted: stop the trainer too (it saves a checkpoint on SIGTERM)
+    if proc.poll() is None:
+      proc.terminate()
+      proc.wait()
   handle.update(draw(read_metrics(), resumed_at))
   if proc.returncode != 0:
     raise RuntimeError(f"the trainer failed ({proc.returncode}):\n" + (WORK / "train.log").read_text()[-3000:])
@@ -121,6 +127,7 @@ def train(interrupt_at=None, resumed_at=()):
 
 
 WORK.mkdir(parents=True, exist_ok=True)
+shutil.rmtree(RUN, ignore_errors=True)  # a fresh run each time the notebook runs (the labels are kept)
 first = train(interrupt_at=INTERRUPT_AT)
 print({k: first[k] for k in ("status", "step")})
 assert first["status"] == "preempted" and INTERRUPT_AT <= first["step"] < STEPS

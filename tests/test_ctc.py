@@ -220,6 +220,11 @@ def test_phone_lm_beam_search_beats_greedy_on_noisy_emissions(tmp_path):
   beam_per = score.error_rates(refs, decoder.decode(batch, lengths), "phonemes")["per"]
   no_lm = score.error_rates(refs, beam.BeamDecoder(vocab).decode(batch, lengths), "phonemes")["per"]
   assert beam_per < 0.7 * min(greedy_per, no_lm), (beam_per, greedy_per, no_lm)
+  # evaluate --lm refuses a word LM for a phoneme model (KenLM would map every word to <unk>)
+  beam.check_phone_lm(str(tmp_path / "phones.arpa"), vocab)
+  ngram.KneserNey([["THE", "CAT", "SAT"], ["A", "DOG"]], order=2).write(tmp_path / "words.arpa")
+  with pytest.raises(ValueError, match="words.arpa: 5 of its 5 unigrams are not phonemes"):
+    beam.check_phone_lm(str(tmp_path / "words.arpa"), vocab)
 
 
 def test_scores_with_jiwer():

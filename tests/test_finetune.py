@@ -292,3 +292,9 @@ def test_noisy_student_round(run, init_model, env, espeak_data_dir, tmp_path):
   confidences = [decoded[x["id"]]["confidence"] for x in pseudo]
   assert confidences == sorted(confidences, reverse=True) and all(0 < c <= 1 for c in confidences)
   assert Vocabulary.load(rnd / "student" / "best").tokens == Vocabulary.load(teacher).tokens
+  # a preempted fine-tuning run writes its summary too: it does not count as a finished round
+  from wavlm_jax import noisy_student
+  student = json.loads((rnd / "student" / "summary.json").read_text())
+  assert noisy_student._finished(rnd / "student")
+  (rnd / "student" / "summary.json").write_text(json.dumps({**student, "status": "preempted"}))
+  assert not noisy_student._finished(rnd / "student")

@@ -111,3 +111,5 @@ def test_attention_probabilities_match_transformers(variant, tmp_path):
   assert torch_models.rel_err(ours.hidden_states[1], hidden[1]) < TOL
   with pytest.raises(ValueError, match=r"layers \[0, 4\] out of range"):
     look_inside(directory.load_model(tmp_path / "ours"), x, layers=(0, 1, 4))
+  with pytest.raises(ValueError, match=r"mask_time has shape \(2, 3\); these waveforms have \(2, \d+\)"):
+    look_inside(directory.load_model(tmp_path / "ours"), x, mask_time=np.zeros((2, 3), bool))

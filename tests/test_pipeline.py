@@ -2,6 +2,8 @@
 "fixed": crop or pad): host shards disjoint and covering, crops consistent with labels, label-length
 checks, mixing changes inputs but not targets, exact resume, multi-host rows, global arrays."""
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -232,6 +234,9 @@ def test_transcripts_file_selects_utterances_and_replaces_their_transcripts(espe
   np.testing.assert_array_equal(source[0]["audio"], full[2]["audio"])
   np.testing.assert_array_equal(pipeline.length_index(source, cfg),
                                 pipeline.length_index(full, cfg)[sorted(chosen)])
+  # the split's ids were read once with its lengths and are cached beside the dataset
+  cached = np.load(Path(full.dataset_info.data_dir) / "ids-train-id.npy")
+  assert list(cached) == [full[i]["id"].decode() for i in range(len(full))]
   vocab = Vocabulary.build(["a b 2 7 30"], "phonemes")
   batches = list(pipeline.eval_batches(cfg, vocab))
   assert sorted(t for b in batches for t in b["transcript"]) == sorted(r["phonemes"] for r in rows)

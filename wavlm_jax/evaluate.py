@@ -5,9 +5,10 @@
     python -m wavlm_jax.evaluate --model runs/ft_tiny_letters/best --dataset espeak_speech/small --split test \
         --lm runs/lm4.arpa --lm-weight 2.0 --word-score -1.0
 
-Greedy CTC decoding by default; with `--lm`, beam search constrained to a lexicon (the LM's words, or
-`--lexicon FILE`, one word per line) with the n-gram LM through flashlight-text (decoding/beam.py);
-`--beam` alone: beam search without a lexicon or LM. WER and CER (letters) or PER (phonemes) with jiwer.
+Greedy CTC decoding by default; with `--lm`, beam search through flashlight-text (decoding/beam.py): for a
+letter vocabulary constrained to a lexicon (the word LM's words, or `--lexicon FILE`, one word per line),
+for a phoneme vocabulary lexicon-free with a phone n-gram (`python -m wavlm_jax.decoding.ngram --field
+phonemes`); `--beam` alone: beam search without a lexicon or LM. WER and CER (letters) or PER (phonemes) with jiwer.
 Writes OUTPUT/hypotheses.txt and OUTPUT/references.txt (`id<TAB>text`, one utterance per line),
 OUTPUT/utterances.jsonl (id, hypothesis, reference, frames and confidence: the mean over frames of the
 top CTC posterior, in log space, as a probability), OUTPUT/scores.json, and prints the score table.
@@ -26,24 +27,6 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-
-def lm_words(path: str) -> list[str]:
-  """The unigrams of an ARPA file (the lexicon of a word LM), specials left out."""
-  words, inside = [], False
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      line = line.strip()
-      if line.startswith("\\"):
-        inside = line == "\\1-grams:"
-        continue
-      if inside and line:
-        word = line.split()[1]
-        if word not in ("<s>", "</s>", "<unk>"):
-          words.append(word)
-  if not words:
-    raise ValueError(f"{path}: no unigrams found; is it an ARPA language model?")
-  return words
 
 
 def evaluate(args) -> dict:
@@ -79,7 +62,9 @@ def evaluate(args) -> dict:
     if args.lexicon:
       words = [w for line in Path(args.lexicon).read_text(encoding="utf-8").splitlines() for w in line.split()[:1]]
     elif args.lm and vocab.kind == "letters":  # a word LM: its words are the lexicon
-      words = lm_words(args.lm)
+      words = beam.lm_words(args.lm)
+    elif args.lm:  # a phone LM: its words must be the vocabulary's phonemes (KenLM maps the rest to <unk>)
+      beam.check_phone_lm(args.lm, vocab)
     decoder = beam.BeamDecoder(vocab, words, lm_path=args.lm or None, lm_weight=args.lm_weight,
                                word_score=args.word_score, beam_size=args.beam_size)
   t0 = time.perf_counter()
@@ -112,8 +97,10 @@ def evaluate(args) -> dict:
                                       vocab.kind)
     scores["greedy"] = {k: v for k, v in greedy_scores.items() if k in ("wer", "cer", "per")}
   if decoder is not None:
-    scores |= {"lm": args.lm, "lm_weight": args.lm_weight, "word_score": args.word_score, "beam_size": args.beam_size,
+    scores |= {"lm": args.lm, "lm_weight": args.lm_weight, "beam_size": args.beam_size,
                "lexicon_words": decoder.lexicon_size}
+    if decoder.lexicon_size:  # the word score applies to lexicon words only
+      scores["word_score"] = args.word_score
   (out / "scores.json").write_text(json.dumps(scores, indent=2))
   rows = [(k, scores[k]) for k in ("wer", "cer", "per") if k in scores]
   print(f"{args.model} on {args.dataset}:{args.split} ({scores.get('utterances', 0)} utterances, {decoding}, "
@@ -131,8 +118,8 @@ def parse(argv):
   p.add_argument("--dataset", required=True, help="a prepared TFDS dataset, e.g. espeak_speech/small")
   p.add_argument("--split", default="test")
   p.add_argument("--data-dir", default="", help="default: $WAVLM_DATA_DIR, $TFDS_DATA_DIR, ~/tensorflow_datasets")
-  p.add_argument("--lm", default="", help="an ARPA (or, with --lexicon, KenLM binary) word language model: "
-                 "lexicon beam search")
+  p.add_argument("--lm", default="", help="an n-gram LM for beam search: a word LM for letters (ARPA; a KenLM "
+                 "binary with --lexicon), a phone LM (ARPA or binary) for phonemes")
   p.add_argument("--lexicon", default="", help="words allowed by the beam search (one per line; default: the ARPA "
                  "file's unigrams)")
   p.add_argument("--beam", action="store_true", help="beam search without a language model")

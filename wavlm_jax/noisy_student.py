@@ -12,15 +12,17 @@ labelled subset is `data.split`, the unlabelled audio `noisy_student.unlabelled_
 in `noisy_student.student_split` (e.g. `train[:80]`, `train[80:]` and `train`). Each round r writes
 WORKDIR/round<r>/:
   decode/        the teacher's decoding of the unlabelled split (`python -m wavlm_jax.evaluate
-                 --no-references`: greedy, or beam search with `noisy_student.lm`, a word LM for letters or
-                 a phone LM for phonemes); the unlabelled split's transcripts are never read
+                 --no-references`: greedy, or beam search with `noisy_student.lm`, a word LM for letters
+                 (`noisy_student.lexicon`: its words) or a phone LM for phonemes); the unlabelled split's
+                 transcripts are never read
   transcripts.jsonl   the labelled utterances with their transcripts and the kept pseudo-labels, which
                  the student trains on (`data.transcripts`)
   pseudo_labels.json  how many were kept and why the others were dropped
   student/       the student's fine-tuning run (its best/ is the next teacher)
 Round 0 is the teacher: `noisy_student.teacher` (a fine-tuned model directory), else a fine-tuning run
 on the labelled subset in WORKDIR/round0. WORKDIR/summary.json lists every round's validation error.
-A finished round is not run again: rerunning the command continues, and a larger --rounds adds rounds.
+A finished round is not run again: rerunning the command continues (a preempted fine-tuning run resumes
+from its checkpoint, a finished decode is reused), and a larger --rounds adds rounds.
 
 Filtering (Park et al. 2020 filter by a normalised score and by length): a pseudo-label is dropped when
 it is empty, when its tokens per second of audio differ from the labelled subset's median rate by more
@@ -28,7 +30,7 @@ than `length_tolerance` (relative), or when its confidence (the mean over frames
 posterior) is below `min_confidence`; of the rest, the `keep_fraction` most confident are kept.
 With `score_pseudo_labels` (default on), pseudo_labels.json also scores the pseudo-labels against the
 unlabelled split's transcripts when it has them: a diagnostic read after the labels are made, never used
-by them.
+by them (it reads the unlabelled split a second time, audio included: turn it off for large splits).
 """
 
 from __future__ import annotations
@@ -39,15 +41,28 @@ import numpy as np
 
 from wavlm_jax import audio, storage
 
-ROUND_DONE = "summary.json"  # in round<r>/student: the round finished
+
+def _finished(run_dir) -> bool:
+  """Whether a fine-tuning run in run_dir ran to its last step (a preempted one writes its summary too)."""
+  path = storage.path(run_dir) / "summary.json"
+  return path.is_file() and json.loads(path.read_text()).get("status") == "finished"
+
+
+def _finetune(cfg, run_dir, what: str) -> None:
+  from wavlm_jax import finetune
+
+  summary = finetune.finetune(cfg, str(run_dir))
+  if summary.get("status") != "finished":
+    raise SystemExit(f"{what} stopped at step {summary.get('step')} ({summary.get('status')}): rerun the same "
+                     "command to continue it")
 
 
 def log(msg: str) -> None:
   print(msg, flush=True)
 
 
-def _split_rows(cfg, split: str, field: str, with_text: bool = True):
-  """(id, samples, transcript or None) of every utterance of `split` of the config's dataset."""
+def _split_rows(cfg, split: str, field: str):
+  """(id, samples, transcript) of every utterance of `split` of the config's dataset."""
   from wavlm_jax.data import labels as labels_lib, pipeline
 
   d = cfg.data.copy_and_resolve_references()
@@ -56,12 +71,10 @@ def _split_rows(cfg, split: str, field: str, with_text: bool = True):
   source = pipeline.open_source(d)
   for i in range(len(source)):
     ex = source[i]
-    text = None
-    if with_text:
-      if field not in ex:
-        raise KeyError(f"dataset {d.dataset!r} split {split!r} has no transcript field {field!r}")
-      value = ex[field]
-      text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if field not in ex:
+      raise KeyError(f"dataset {d.dataset!r} split {split!r} has no transcript field {field!r}")
+    value = ex[field]
+    text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
     yield labels_lib.utterance_id(ex[d.id_key]), len(ex[d.audio_key]), text
 
 
@@ -70,21 +83,27 @@ def decode(cfg, teacher: str, out) -> list[dict]:
   from wavlm_jax import evaluate
 
   ns = cfg.noisy_student
-  args = ["--model", str(teacher), "--dataset", cfg.data.dataset, "--split", ns.unlabelled_split,
-          "--data-dir", cfg.data.data_dir, "--output", str(out), "--no-references",
-          "--batch-size", str(cfg.data.batch_size), "--batch-seconds", str(cfg.data.crop_seconds)]
-  if ns.lm:
-    args += ["--lm", ns.lm, "--lm-weight", str(ns.lm_weight), "--word-score", str(ns.word_score),
-             "--beam-size", str(ns.beam_size)]
-  if cfg.data.transcript_key:
-    args += ["--transcript-key", cfg.data.transcript_key]
-  evaluate.evaluate(evaluate.parse(args))
-  return [json.loads(line) for line in (storage.path(out) / "utterances.jsonl").read_text().splitlines()]
+  done = storage.path(out) / "scores.json"  # written last: an earlier decode of this round is complete
+  if not done.is_file():
+    args = ["--model", str(teacher), "--dataset", cfg.data.dataset, "--split", ns.unlabelled_split,
+            "--data-dir", cfg.data.data_dir, "--output", str(out), "--no-references",
+            "--batch-size", str(cfg.data.batch_size), "--batch-seconds", str(cfg.data.crop_seconds),
+            "--num-buckets", str(cfg.data.num_buckets), "--audio-key", cfg.data.audio_key]
+    if ns.lm:
+      args += ["--lm", ns.lm, "--lm-weight", str(ns.lm_weight), "--word-score", str(ns.word_score),
+               "--beam-size", str(ns.beam_size)]
+      if ns.lexicon:
+        args += ["--lexicon", ns.lexicon]
+    if cfg.data.transcript_key:
+      args += ["--transcript-key", cfg.data.transcript_key]
+    evaluate.evaluate(evaluate.parse(args))
+  text = (storage.path(out) / "utterances.jsonl").read_text(encoding="utf-8")
+  return [json.loads(line) for line in text.splitlines()]
 
 
-def select(records: list[dict], vocab, median_rate: float, ns) -> tuple[list[dict], dict]:
-  """The pseudo-labels kept by the filter (module docstring), most confident first, and the counts."""
-  frame_seconds = 0.02  # every model here has 20 ms frames (CNN stride 320 at 16 kHz)
+def select(records: list[dict], vocab, median_rate: float, ns, frame_seconds: float) -> tuple[list[dict], dict]:
+  """The pseudo-labels kept by the filter (module docstring), most confident first, and the counts;
+  `frame_seconds`: the teacher's frame period (a record's `frames` are its CTC frames)."""
   counts = {"decoded": len(records), "empty": 0, "length_ratio": 0, "confidence": 0, "keep_fraction": 0}
   survivors = []
   for r in records:
@@ -127,12 +146,14 @@ def _validation(run_dir) -> dict | None:
 
 
 def run(cfg, workdir: str, rounds: int) -> dict:
-  from wavlm_jax import finetune
   from wavlm_jax.data.vocab import KINDS, Vocabulary
+  from wavlm_jax.models import directory
 
   ns = cfg.noisy_student
   if not ns.unlabelled_split:
     raise ValueError("config.noisy_student.unlabelled_split is empty: name the unlabelled audio (e.g. train[80:])")
+  if ns.student_init not in ("pretrained", "teacher"):
+    raise ValueError(f"config.noisy_student.student_init={ns.student_init!r}: 'pretrained' or 'teacher'")
   root = storage.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   field = cfg.data.transcript_key or KINDS[cfg.vocab.kind]
@@ -144,23 +165,29 @@ def run(cfg, workdir: str, rounds: int) -> dict:
     history.append({"round": 0, "model": str(teacher), "validation": _validation(teacher.parent)})
   else:
     first = root / "round0"
-    if not (first / ROUND_DONE).is_file():
+    if not _finished(first):
       log(f"round 0: fine-tuning the teacher on {cfg.data.split} in {first}")
-      finetune.finetune(cfg, str(first))
+      _finetune(cfg, first, "round 0 (the teacher)")
     teacher = first / "best"
     history.append({"round": 0, "model": str(teacher), "validation": _validation(first)})
   vocab = Vocabulary.load(teacher)
   labelled = list(_split_rows(cfg, cfg.data.split, field))
   median_rate = float(np.median([len(vocab.units(t)) / (n / audio.SAMPLE_RATE) for _, n, t in labelled if t]))
+  labelled_ids = {uid for uid, _, _ in labelled}
+  frame_seconds = 1.0 / audio.frame_rate(directory.load_config(teacher).conv_stride)
 
   for r in range(1, rounds + 1):
     rdir = root / f"round{r}"
     student = rdir / "student"
-    if not (student / ROUND_DONE).is_file():
+    if not _finished(student):
       # ---- Pseudo-labels ----------------------------------------------------------------------
       log(f"round {r}: {teacher} labels {cfg.data.dataset} {ns.unlabelled_split}")
       records = decode(cfg, str(teacher), rdir / "decode")
-      kept, counts = select(records, vocab, median_rate, ns)
+      both = sorted(labelled_ids & {r["id"] for r in records})
+      if both:
+        raise ValueError(f"{len(both)} utterance(s) are in both config.data.split={cfg.data.split!r} and "
+                         f"config.noisy_student.unlabelled_split={ns.unlabelled_split!r}, e.g. {both[:3]}")
+      kept, counts = select(records, vocab, median_rate, ns, frame_seconds)
       stats = {"teacher": str(teacher), "labelled": len(labelled), "median_tokens_per_second": median_rate,
                **counts, "mean_confidence_kept": float(np.mean([k["confidence"] for k in kept])) if kept else None}
       if ns.score_pseudo_labels:
@@ -179,13 +206,11 @@ def run(cfg, workdir: str, rounds: int) -> dict:
         scfg.data.transcripts = str(rdir / "transcripts.jsonl")
         if ns.student_init == "teacher":
           scfg.init_from = str(teacher)
-        elif ns.student_init != "pretrained":
-          raise ValueError(f"config.noisy_student.student_init={ns.student_init!r}: 'pretrained' or 'teacher'")
       student.mkdir(parents=True, exist_ok=True)
       vocab.save(student)  # the teacher's vocabulary: the pseudo-labels are spelled in it
-      finetune.finetune(scfg, str(student))
+      _finetune(scfg, student, f"round {r}'s student")
     history.append({"round": r, "model": str(student / "best"), "validation": _validation(student),
-                    "pseudo_labels": json.loads((rdir / "pseudo_labels.json").read_text())})
+                    "pseudo_labels": json.loads((rdir / "pseudo_labels.json").read_text(encoding="utf-8"))})
     teacher = student / "best"
 
   summary = {"workdir": str(root), "rounds": history}

@@ -37,7 +37,9 @@ def finetune_config(*, init_from: str = "", kind: str = "letters", data=None, **
       "unlabelled_split": "",  # the unlabelled audio, e.g. "train[80:]"; its transcripts are never read
       "student_split": "train",  # the split that holds both data.split and unlabelled_split
       "student_init": "pretrained",  # the student starts from init_from ("pretrained") or from the teacher
-      "lm": "",  # "" = greedy; an ARPA/KenLM file: beam search (word LM for letters, phone LM for phonemes)
+      "lm": "",  # "" = greedy; an n-gram LM: beam search (word LM for letters, phone LM for phonemes)
+      "lexicon": "",  # letters: the words the beam may spell (one per line; "" = the ARPA LM's unigrams;
+                      # needed with a KenLM binary word LM)
       "lm_weight": 2.0, "word_score": -1.0, "beam_size": 50,
       "length_tolerance": 0.5,  # drop if tokens/second differs from the labelled median by more (relative)
       "min_confidence": 0.0,  # drop below this mean top posterior per frame

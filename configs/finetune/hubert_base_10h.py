@@ -19,13 +19,14 @@ configs/pbert_base.py:ils pre-training it is the combination of Wang et al. 2022
 and unlabelled audio must be slices of one prepared dataset, so the labelled subset is a 1 % slice (~10 h,
 a hash-ordered, speaker-mixed sample; not LibriLight's 10 h list) of `librispeech_dir/ls960` and the other
 99 % are the unlabelled audio. Prepare ls960 with `--validation-fraction 0.005` (validation), build a word
-LM (`python -m wavlm_jax.decoding.ngram --text librispeech-lm-norm.txt --output lm4.arpa`, or a KenLM
-binary) and run:
+LM (`python -m wavlm_jax.decoding.ngram --text librispeech-lm-norm.txt --output lm4.arpa`; or a KenLM
+binary with `--config.noisy_student.lexicon=WORDS.txt`) and run:
 
   python -m wavlm_jax.noisy_student --config configs/finetune/hubert_base_10h.py:noisy --workdir runs/ns_base \
       --rounds 2 --config.init_from=runs/pbert_base_ils/model --config.noisy_student.lm=lm4.arpa
 
-Not run at this scale here: no reference numbers are claimed.
+The pseudo-labels' error-rate diagnostic (`noisy_student.score_pseudo_labels`) is off here: it would read
+the 950 h a second time. Not run at this scale here: no reference numbers are claimed.
 """
 
 from configs import common
@@ -42,4 +43,5 @@ def get_config(arg=None):
   if "noisy" in words:
     c.data.dataset, c.data.split = "librispeech_dir/ls960", "train[:1%]"
     c.noisy_student.unlabelled_split, c.noisy_student.student_split = "train[1%:]", "train"
+    c.noisy_student.score_pseudo_labels = False
   return c

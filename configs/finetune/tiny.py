@@ -27,9 +27,9 @@ Round 0 fine-tunes the teacher on the 80, each round labels the 560 and fine-tun
 
 from configs import common
 from configs.finetune.common import finetune_config
+from wavlm_jax.data.config import data_config
 
 LABELLED = 80  # `noisy`: the labelled subset, the first utterances of the train split
-from wavlm_jax.data.config import data_config
 
 
 def get_config(arg=None):

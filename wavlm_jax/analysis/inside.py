@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from typing import Sequence
 
 import jax
@@ -25,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from wavlm_jax import audio
+from wavlm_jax.models import config as config_lib
 from wavlm_jax.models.heads import LABEL_OFFSET
 
 
@@ -63,10 +65,14 @@ def look_inside(model, waveforms, padding_mask=None, *, layers: Sequence[int] | 
   if bad:
     raise ValueError(f"layers {bad} out of range: this model has layers 1..{config.num_layers}")
   normalize = config.normalize_waveform if normalize is None else bool(normalize)
-  mask_time = None if mask_time is None else jnp.asarray(mask_time, bool)
+  if mask_time is not None:
+    frames = (waveforms.shape[0], int(config_lib.conv_output_length(waveforms.shape[1], config)))
+    if np.shape(mask_time) != frames:
+      raise ValueError(f"mask_time has shape {np.shape(mask_time)}; these waveforms have {frames} "
+                       "(batch, frames)")
+    mask_time = jnp.asarray(mask_time, bool)
   graphdef, state = nnx.split(model)
-  forward = jax.jit(functools.partial(_forward, graphdef, layers=layers, normalize=normalize))
-  out = forward(state, waveforms, padding_mask, mask_time)
+  out = _jitted_forward(model, graphdef, layers, normalize)(state, waveforms, padding_mask, mask_time)
   as_np = lambda tree: jax.tree.map(np.asarray, tree)
   return Inside(hidden_states=as_np(out["hidden_states"]),
                 frame_valid=None if out["frame_valid"] is None else np.asarray(out["frame_valid"]),
@@ -75,6 +81,19 @@ def look_inside(model, waveforms, padding_mask=None, *, layers: Sequence[int] | 
                 position_bias=None if out["position_bias"] is None else np.asarray(out["position_bias"]),
                 unit_logits=as_np(out["unit_logits"]),
                 mask_time=None if mask_time is None else np.asarray(mask_time))
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _jitted_forward(model, graphdef, layers: tuple[int, ...], normalize: bool):
+  """One jitted forward per (model, layers, normalisation): a notebook calling look_inside again on
+  same-shaped audio does not compile again."""
+  per_model = _COMPILED.setdefault(model, {})
+  key = (layers, normalize)
+  if key not in per_model:
+    per_model[key] = jax.jit(functools.partial(_forward, graphdef, layers=layers, normalize=normalize))
+  return per_model[key]
 
 
 def _forward(graphdef, state, waveforms, padding_mask, mask_time, *, layers, normalize):

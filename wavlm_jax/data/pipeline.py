@@ -47,43 +47,64 @@ def _data_dir(cfg) -> str:
 
 
 def length_index(source, cfg) -> np.ndarray:
-  """Samples per utterance of the split, in source order: read once and cached beside the dataset
-  (`lengths-<split>-<audio_key>.npy`), or recomputed when that directory is not writable."""
-  import concurrent.futures
-
+  """Samples per utterance of the split, in source order (`split_index`)."""
   if isinstance(source, TranscribedSource):  # a subset of a split: the split's (cached) index, subset
     return length_index(source.split_source, cfg)[source.indices]
-  cache = None
+  return split_index(source, cfg)[0]
+
+
+def split_index(source, cfg) -> tuple[np.ndarray, np.ndarray]:
+  """(samples, utterance ids) of every utterance of the split, in source order: read in one pass over the
+  split (audio included) and cached beside the dataset (`lengths-<split>-<audio_key>.npy`,
+  `ids-<split>-<id_key>.npy`), or recomputed when that directory is not writable."""
+  import concurrent.futures
+
+  caches = None
   info = getattr(source, "dataset_info", None)
   if info is not None and getattr(info, "data_dir", None):
-    cache = storage.path(info.data_dir) / f"lengths-{source.split}-{cfg.audio_key}.npy"
-    if cache.is_file():
-      try:
-        lengths = np.load(io.BytesIO(cache.read_bytes()))
-      except (OSError, ValueError, EOFError):  # an empty, truncated or foreign file: index again, replace it
-        lengths = np.zeros(0)
-      if len(lengths) == len(source):
-        return lengths
+    root = storage.path(info.data_dir)
+    caches = (root / f"lengths-{source.split}-{cfg.audio_key}.npy", root / f"ids-{source.split}-{cfg.id_key}.npy")
+    cached = [_read_index(c, len(source)) for c in caches]
+    if all(c is not None for c in cached):
+      return cached[0], cached[1]
   n = len(source)
   chunks = [range(i, min(i + 256, n)) for i in range(0, n, 256)]
-  read = lambda r: [len(ex[cfg.audio_key]) for ex in source.__getitems__(list(r))]
+  read = lambda r: [(len(ex[cfg.audio_key]), labels_lib.utterance_id(ex[cfg.id_key]))
+                    for ex in source.__getitems__(list(r))]
   with concurrent.futures.ThreadPoolExecutor(max(1, cfg.num_threads)) as pool:
-    lengths = np.array([x for part in pool.map(read, chunks) for x in part], np.int64)
+    rows = [x for part in pool.map(read, chunks) for x in part]
+  lengths = np.array([r[0] for r in rows], np.int64)
+  ids = np.array([r[1] for r in rows], dtype=str)
   import jax
 
-  if cache is not None and jax.process_index() == 0:  # one writer: a bucket takes ~1 write/s per object
-    buffer = io.BytesIO()
-    np.save(buffer, lengths)
-    # one object write on a bucket; a renamed temporary file on disk (hosts may share a file system)
-    tmp = cache if storage.is_url(cache) else cache.parent / f"{cache.name}.{uuid.uuid4().hex}.tmp"
-    try:
-      tmp.write_bytes(buffer.getvalue())
-      if tmp != cache:
-        os.replace(tmp, cache)
-    except Exception:  # noqa: BLE001 - a read-only dataset or bucket, any client's error: index again next time
-      if tmp != cache and tmp.exists():
-        tmp.unlink()
-  return lengths
+  if caches is not None and jax.process_index() == 0:  # one writer: a bucket takes ~1 write/s per object
+    for cache, values in zip(caches, (lengths, ids)):
+      _write_index(cache, values)
+  return lengths, ids
+
+
+def _read_index(cache, n: int) -> np.ndarray | None:
+  if not cache.is_file():
+    return None
+  try:
+    values = np.load(io.BytesIO(cache.read_bytes()), allow_pickle=False)
+  except (OSError, ValueError, EOFError):  # an empty, truncated or foreign file: index again, replace it
+    return None
+  return values if len(values) == n else None
+
+
+def _write_index(cache, values: np.ndarray) -> None:
+  buffer = io.BytesIO()
+  np.save(buffer, values)
+  # one object write on a bucket; a renamed temporary file on disk (hosts may share a file system)
+  tmp = cache if storage.is_url(cache) else cache.parent / f"{cache.name}.{uuid.uuid4().hex}.tmp"
+  try:
+    tmp.write_bytes(buffer.getvalue())
+    if tmp != cache:
+      os.replace(tmp, cache)
+  except Exception:  # noqa: BLE001 - a read-only dataset or bucket, any client's error: index again next time
+    if tmp != cache and tmp.exists():
+      tmp.unlink()
 
 
 def open_source(cfg):
@@ -101,7 +122,7 @@ def open_source(cfg):
     raise FileNotFoundError(f"dataset {cfg.dataset!r} split {cfg.split!r} is not prepared in {data_dir} ({e}); "
                             "prepare it with `python -m wavlm_jax.data.prepare`") from None
   if cfg.get("transcripts"):
-    source = TranscribedSource(source, cfg.transcripts, cfg.id_key, f"{cfg.dataset} split {cfg.split!r}")
+    source = TranscribedSource(source, cfg, f"{cfg.dataset} split {cfg.split!r}")
   return source
 
 
@@ -127,15 +148,14 @@ def read_transcripts(path) -> dict[str, dict[str, str]]:
 class TranscribedSource:
   """The utterances of a split that a transcripts file lists (`data.transcripts`), in split order, each
   with the file's fields (its transcript) in place of the dataset's. A listed id the split lacks is an
-  error. Reading the split's ids takes one pass over it (audio included)."""
+  error. The split's ids come from its cached index (`split_index`: one pass over the split the first
+  time)."""
 
-  def __init__(self, source, path, id_key: str, where: str):
+  def __init__(self, source, cfg, where: str):
+    path = cfg.transcripts
     self.split_source, self.path = source, str(path)
     self._rows = read_transcripts(path)
-    ids = []
-    for start in range(0, len(source), 256):
-      ids += [labels_lib.utterance_id(ex[id_key])
-              for ex in source.__getitems__(list(range(start, min(start + 256, len(source)))))]
+    ids = [str(i) for i in split_index(source, cfg)[1]]
     position = {uid: i for i, uid in enumerate(ids)}
     missing = [uid for uid in self._rows if uid not in position]
     if missing:

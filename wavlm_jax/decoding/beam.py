@@ -18,6 +18,38 @@ import numpy as np
 from wavlm_jax.data.vocab import UNK, WORD_DELIMITER, Vocabulary
 
 
+def lm_words(path: str) -> list[str]:
+  """The unigrams of an ARPA file (the lexicon of a word LM), specials left out."""
+  words, inside = [], False
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith("\\"):
+        inside = line == "\\1-grams:"
+        continue
+      if inside and line:
+        word = line.split()[1]
+        if word not in ("<s>", "</s>", "<unk>"):
+          words.append(word)
+  if not words:
+    raise ValueError(f"{path}: no unigrams found; is it an ARPA language model?")
+  return words
+
+
+def check_phone_lm(path: str, vocab) -> None:
+  """Refuses a word LM given to a phoneme model: an ARPA file most of whose unigrams are not phonemes.
+  (A KenLM binary cannot be read here and is taken as it is.)"""
+  with open(path, "rb") as f:
+    if not f.read(64).lstrip().startswith(b"\\data\\"):
+      return
+  words = lm_words(path)
+  foreign = [w for w in words if w not in vocab.tokens]
+  if len(foreign) > len(words) // 2:
+    raise ValueError(f"{path}: {len(foreign)} of its {len(words)} unigrams are not phonemes of the model's "
+                     f"vocabulary (e.g. {foreign[:3]}): a phoneme model needs a phone LM "
+                     "(python -m wavlm_jax.decoding.ngram --field phonemes)")
+
+
 class BeamDecoder:
 
   def __init__(self, vocab: Vocabulary, words: Iterable[str] = (), *, lm_path: str | None = None,
