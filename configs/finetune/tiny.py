@@ -23,6 +23,14 @@ Round 0 fine-tunes the teacher on the 80, each round labels the 560 and fine-tun
       --order 4 --output runs/phones4_labelled.arpa        # optional: a phone LM from the labelled subset only
   python -m wavlm_jax.noisy_student --config configs/finetune/tiny.py:phonemes,noisy --workdir runs/ns_tiny \
       --rounds 2 [--config.noisy_student.lm=runs/phones4_labelled.arpa --config.noisy_student.lm_weight=0.5]
+
+What a run looks like (measured, README "Supervision-guided codebooks in miniature"): a teacher fine-tuned
+500 steps on the 80 from a 600-step pre-training has validation PER 0.63; its pseudo-labels have PER 0.65
+(0.62 for the 316 of 560 the filter keeps: 209 dropped by the length rule, the least confident 10 % of
+the rest by keep_fraction), and the student gets worse (0.63 -> 0.70): pseudo-labels this bad teach their
+errors. A teacher trained on all of `small` (PER 0.39) gives kept labels of PER 0.375 (501 of 560 kept);
+whether a student then improves on such a teacher was not measured here. The 80-sentence phone LM does not help the decoding
+(test_unseen PER 55.6 % greedy, 55.7 % at weight 0.5).
 """
 
 from configs import common
