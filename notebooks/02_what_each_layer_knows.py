@@ -50,7 +50,7 @@ import numpy as np
 SMOKE = os.environ.get("WAVLM_NOTEBOOK_SMOKE") == "1"
 WORK = Path(tempfile.mkdtemp(prefix="layers-")) if SMOKE else Path("runs/notebook_layers")
 if SMOKE:  # never touch the user's data dir in a smoke run
-  os.environ["WAVLM_DATA_DIR"] = str(WORK / "data")
+  os.environ["WAVLM_DATA_DIR"] = os.environ.get("WAVLM_NOTEBOOK_DATA_DIR") or str(WORK / "data")
 DATASET = "espeak_speech/tiny" if SMOKE else "espeak_speech/small"
 STEPS = 30 if SMOKE else 1000
 

@@ -69,7 +69,7 @@ import numpy as np
 SMOKE = os.environ.get("WAVLM_NOTEBOOK_SMOKE") == "1"
 WORK = Path(tempfile.mkdtemp(prefix="targets-")) if SMOKE else Path("runs/notebook_targets")
 if SMOKE:  # never touch the user's data dir in a smoke run
-  os.environ["WAVLM_DATA_DIR"] = str(WORK / "data")
+  os.environ["WAVLM_DATA_DIR"] = os.environ.get("WAVLM_NOTEBOOK_DATA_DIR") or str(WORK / "data")
 PRESET = os.environ.get("WAVLM_TOKENIZER_PRESET", "tiny")
 K = 50  # one size for every k-means codebook (PBERT's size is the recognizer's phoneme inventory)
 
@@ -122,6 +122,8 @@ from wavlm_jax.targets import tokenize
 def tokenizer(module, name, **fields):
   c = module.get_config(PRESET)
   c.workdir, c.n_init = str(WORK / name), 1
+  if SMOKE:  # only the validation labels are looked at below (a full run also labels train, for pretraining)
+    c.assign_splits = ("validation",)
   for key, value in fields.items():
     setattr(c, key, value)
   return c

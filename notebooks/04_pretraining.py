@@ -24,7 +24,7 @@
 #
 # The trainer runs as its own process, exactly as `python -m wavlm_jax.train` from a shell; this
 # notebook only starts it, reads its `metrics.jsonl` and signals it. With `WAVLM_NOTEBOOK_SMOKE=1`
-# (what CI sets) it trains 60 steps in a temporary directory: the curves then show only the first fall
+# (what CI sets) it trains 32 steps in a temporary directory: the curves then show only the first fall
 # of the loss; the 400-step run reaches a masked accuracy near 0.1 (chance 0.01), and takes under three minutes
 # on 2 CPU cores, corpus and labels included.
 
@@ -59,10 +59,10 @@ from configs import tiny
 SMOKE = os.environ.get("WAVLM_NOTEBOOK_SMOKE") == "1"
 WORK = Path(tempfile.mkdtemp(prefix="pretraining-")) if SMOKE else Path("runs/notebook_pretraining").resolve()
 RUN = WORK / "run"
-STEPS, INTERRUPT_AT = (60, 20) if SMOKE else (400, 150)
+STEPS, INTERRUPT_AT = (32, 12) if SMOKE else (400, 150)
 env = dict(os.environ)
 if SMOKE:  # never touch the user's data dir in a smoke run
-  env["WAVLM_DATA_DIR"] = str(WORK / "data")
+  env["WAVLM_DATA_DIR"] = os.environ.get("WAVLM_NOTEBOOK_DATA_DIR") or str(WORK / "data")
 COMMAND = [sys.executable, "-m", "wavlm_jax.train", "--config", str(Path(configs.__file__).parent / "tiny.py"),
            "--workdir", str(RUN), f"--config.total_steps={STEPS}", f"--config.tokenizer.workdir={WORK / 'tokenizer'}",
            "--config.log_every=1", f"--config.checkpoint.every_steps={STEPS // 4}"]
