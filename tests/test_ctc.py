@@ -225,6 +225,8 @@ def test_phone_lm_beam_search_beats_greedy_on_noisy_emissions(tmp_path):
   ngram.KneserNey([["THE", "CAT", "SAT"], ["A", "DOG"]], order=2).write(tmp_path / "words.arpa")
   with pytest.raises(ValueError, match="words.arpa: 5 of its 5 unigrams are not phonemes"):
     beam.check_phone_lm(str(tmp_path / "words.arpa"), vocab)
+  with pytest.raises(ValueError, match="not phonemes"):  # the decoder checks it itself
+    beam.BeamDecoder(vocab, lm_path=str(tmp_path / "words.arpa"))
 
 
 def test_scores_with_jiwer():

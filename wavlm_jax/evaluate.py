@@ -63,8 +63,6 @@ def evaluate(args) -> dict:
       words = [w for line in Path(args.lexicon).read_text(encoding="utf-8").splitlines() for w in line.split()[:1]]
     elif args.lm and vocab.kind == "letters":  # a word LM: its words are the lexicon
       words = beam.lm_words(args.lm)
-    elif args.lm:  # a phone LM: its words must be the vocabulary's phonemes (KenLM maps the rest to <unk>)
-      beam.check_phone_lm(args.lm, vocab)
     decoder = beam.BeamDecoder(vocab, words, lm_path=args.lm or None, lm_weight=args.lm_weight,
                                word_score=args.word_score, beam_size=args.beam_size)
   t0 = time.perf_counter()

@@ -67,6 +67,7 @@ class BeamDecoder:
     beam_size_token = beam_size_token or len(vocab)
     if lm_path is not None and vocab.kind == "phonemes" and not words:
       # Token-level LM: KenLM maps our token ids to its vocabulary through the token dictionary.
+      check_phone_lm(str(lm_path), vocab)
       options = fl.LexiconFreeDecoderOptions(beam_size=beam_size, beam_size_token=beam_size_token,
                                              beam_threshold=beam_threshold, lm_weight=lm_weight, sil_score=0.0,
                                              log_add=False, criterion_type=fl.CriterionType.CTC)

@@ -125,12 +125,11 @@ class PhoneLabeler:
     self._beam = None
     decoder = "greedy"
     if cfg.get("lm"):  # a phone n-gram: beam search, then the forced alignment of its phonemes
-      from wavlm_jax.decoding.beam import BeamDecoder, check_phone_lm
+      from wavlm_jax.decoding.beam import BeamDecoder
 
       if self.vocab.kind != "phonemes":
         raise ValueError(f"config.lm: a phone n-gram needs a phoneme recognizer; {cfg.checkpoint} spells "
                          f"{self.vocab.kind} (PBERT with letters: leave config.lm empty)")
-      check_phone_lm(cfg.lm, self.vocab)
       self._beam = BeamDecoder(self.vocab, lm_path=cfg.lm, lm_weight=cfg.lm_weight, beam_size=cfg.beam_size)
       decoder = {"beam": {"lm": str(cfg.lm), "lm_weight": cfg.lm_weight, "beam_size": cfg.beam_size}}
     self.provenance = {"feature": "pbert", "checkpoint": str(cfg.checkpoint), "vocabulary": self.vocab.kind,
