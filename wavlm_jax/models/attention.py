@@ -2,7 +2,9 @@
 
 relative_position = "gated": bias = (2 - a + a*b*w_h) * D, the gates a, b computed per head and query
 from the attention *input* split into heads; "bucket": bias = D (ILS-SSL); "none": no bias (HuBERT).
-The bias is added after the 1/sqrt(d) scaling of the queries; logits and softmax run in fp32.
+The bias is added after the 1/sqrt(d) scaling of the queries; logits and softmax run in fp32. How the
+attention itself runs (in memory, chunked, or as a fused kernel) is `config.attention_impl`
+(`wavlm_jax.models.fused_attention`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wavlm_jax.models import layers, partitioning
+from wavlm_jax.models import fused_attention, layers
 from wavlm_jax.models.config import head_dim
 
 
@@ -31,6 +33,8 @@ class SelfAttention(nnx.Module):
     self.num_heads = config.num_heads
     self.rate = config.attention_dropout
     self.dtype = config.dtype
+    self.impl = config.attention_impl
+    self.block = config.attention_block
 
   def gate(self, x: jax.Array) -> jax.Array:
     """Per-(batch, head, query) multiplier (B, H, T) of the relative position bias."""
@@ -43,24 +47,18 @@ class SelfAttention(nnx.Module):
     gate = a * (g * self.gru_rel_pos_const[...] - 1.0) + 2.0
     return jnp.transpose(gate, (0, 2, 1))
 
-  def logits(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None) -> jax.Array:
-    """Attention logits (B, H, T, T) in fp32: scaled q.k plus the (gated) relative position bias, padded
-    keys at the fp32 minimum."""
+  def _queries_keys(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     b, t, e = x.shape
-    h = self.num_heads
-    scale = (e // h) ** -0.5
-    q = (self.q_proj(x) * scale).reshape(b, t, h, -1)
-    k = self.k_proj(x).reshape(b, t, h, -1)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    logits = partitioning.constrain(logits, ("batch", "act_heads", "frames", None))
-    if position_bias is not None:
-      if self.gated:
-        logits = logits + self.gate(x)[..., None] * position_bias[None]
-      else:
-        logits = logits + position_bias[None]
-    if key_valid is not None:
-      logits = jnp.where(key_valid[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    return logits
+    q = (self.q_proj(x) * (e // self.num_heads) ** -0.5).reshape(b, t, self.num_heads, -1)
+    return q, self.k_proj(x).reshape(b, t, self.num_heads, -1)
+
+  def logits(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None) -> jax.Array:
+    """Attention logits (B, H, T, T) in fp32: scaled q.k plus the (gated) relative position bias D
+    (H, T, T), padded keys at the fp32 minimum (for analysis; training never forms them on the fused
+    paths)."""
+    q, k = self._queries_keys(x)
+    gate = self.gate(x) if self.gated and position_bias is not None else None
+    return fused_attention.dense_logits(q, k, gate, position_bias, key_valid)
 
   def weights(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None) -> jax.Array:
     """The attention probabilities (B, H, T_query, T_key) without dropout (for analysis)."""
@@ -68,8 +66,11 @@ class SelfAttention(nnx.Module):
 
   def __call__(self, x: jax.Array, position_bias: jax.Array | None, key_valid: jax.Array | None,
                key: jax.Array | None = None) -> jax.Array:
+    """position_bias: the encoder's `attention_bias` (its form depends on attention_impl)."""
     b, t, e = x.shape
+    q, k = self._queries_keys(x)
     v = self.v_proj(x).reshape(b, t, self.num_heads, -1)
-    probs = layers.dropout(self.weights(x, position_bias, key_valid), self.rate, key)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v).reshape(b, t, e)
-    return self.out_proj(out)
+    gate = self.gate(x) if self.gated and position_bias is not None else None
+    out = fused_attention.attend(self.impl, q, k, v, gate, position_bias, key_valid, rate=self.rate, key=key,
+                                 block=self.block)
+    return self.out_proj(out.reshape(b, t, e))

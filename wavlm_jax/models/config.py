@@ -19,6 +19,7 @@ CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
 EXTRACTOR_MODES = ("default", "layer_norm")
 RELATIVE_POSITION = ("none", "bucket", "gated")
 REMAT_POLICIES = ("none", "dots", "full")
+ATTENTION_IMPLS = ("auto", "xla", "chunked", "pallas")
 
 
 def model_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -44,6 +45,10 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.conv_pos_impl = "auto"  # "conv" (XLA grouped conv), "matmul" (per-group matmul over taps; ~6x faster
   # on CPU), "auto" (matmul for CPU devices, conv for TPU/GPU: `for_platform` resolves it for the devices a
   # step is built for, also ahead of time; unresolved, for this host's backend)
+  c.attention_impl = "auto"  # "xla" (logits and probabilities in memory), "chunked" (query blocks under
+  # lax.map, recomputed backward), "pallas" (fused flash-attention kernels with the gated bias; interpreted
+  # on CPU), "auto" (pallas on GPU/TPU, xla on CPU; resolved like conv_pos_impl)
+  c.attention_block = 128  # query/key tile (frames) of the chunked and pallas paths
   c.relative_position = "gated"  # "none" (HuBERT), "bucket" (ILS-SSL), "gated" (WavLM).
   c.num_buckets = 320
   c.max_distance = 800
@@ -89,6 +94,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     bad("relative_position", f"must be one of {RELATIVE_POSITION}")
   if c.conv_pos_impl not in ("auto", "conv", "matmul"):
     bad("conv_pos_impl", "must be auto, conv or matmul")
+  if c.attention_impl not in ATTENTION_IMPLS:
+    bad("attention_impl", f"must be one of {ATTENTION_IMPLS}")
+  if c.attention_block < 8 or c.attention_block & (c.attention_block - 1):
+    bad("attention_block", "must be a power of two, at least 8")
   if c.remat not in REMAT_POLICIES:
     bad("remat", f"must be one of {REMAT_POLICIES}")
   if not len(c.conv_dim) == len(c.conv_kernel) == len(c.conv_stride):
@@ -112,14 +121,23 @@ def conv_pos_impl_for(platform: str) -> str:
   return "matmul" if platform == "cpu" else "conv"
 
 
+def attention_impl_for(platform: str) -> str:
+  """Attention's form for a platform: the fused Pallas kernels on GPU and TPU; on CPU the XLA path
+  (bench/attention.py: the chunked path is no faster there, and interpreted kernels are for tests)."""
+  return "xla" if platform == "cpu" else "pallas"
+
+
 def for_platform(c: ml_collections.ConfigDict, platform: str) -> ml_collections.ConfigDict:
   """The config with its platform-dependent choices ("auto") resolved for `platform`: that of the devices
   a step is built for, which for an ahead-of-time TPU compile on a CPU host is "tpu", not the host's."""
-  if c.conv_pos_impl != "auto":
+  if c.conv_pos_impl != "auto" and c.attention_impl != "auto":
     return c
   out = c.copy_and_resolve_references()
   with out.unlocked():
-    out.conv_pos_impl = conv_pos_impl_for(platform)
+    if out.conv_pos_impl == "auto":
+      out.conv_pos_impl = conv_pos_impl_for(platform)
+    if out.attention_impl == "auto":
+      out.attention_impl = attention_impl_for(platform)
   return out
 
 

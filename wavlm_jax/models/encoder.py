@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from wavlm_jax.models import layers, partitioning
+from wavlm_jax.models import fused_attention, layers, partitioning
 from wavlm_jax.models.attention import SelfAttention
 from wavlm_jax.models.position import PositionalConvEmbedding, relative_position_bias
 
@@ -120,10 +120,19 @@ class TransformerEncoder(nnx.Module):
     return nnx.merge(graphdef, jax.tree.map(lambda a: a[index], state))
 
   def position_bias(self, length: int) -> jax.Array | None:
+    """The un-gated relative position bias D (H, T, T) shared by every layer; None without one."""
     if self.rel_attn_embed is None:
       return None
     c = self.config
     return relative_position_bias(self.rel_attn_embed[...], length, c.num_buckets, c.max_distance)
+
+  def attention_bias(self, length: int) -> jax.Array | None:
+    """D in the form the layers' attention_impl takes: (H, T, T), or the fused kernel's bias tiles."""
+    if self.rel_attn_embed is None:
+      return None
+    c = self.config
+    return fused_attention.position_bias_for(c.attention_impl, self.rel_attn_embed[...], length, c.num_buckets,
+                                             c.max_distance, c.attention_block)
 
   def __call__(self, x: jax.Array, frame_valid: jax.Array | None = None, *, key: jax.Array | None = None,
                collect: bool = True) -> EncoderOutput:
@@ -136,7 +145,7 @@ class TransformerEncoder(nnx.Module):
     if not c.layer_norm_first:
       x = self.layer_norm(x)
     x = layers.dropout(x, c.dropout, layers.fold(key, _INPUT_DROPOUT))
-    position_bias = self.position_bias(x.shape[1])
+    position_bias = self.attention_bias(x.shape[1])
 
     def step(graphdef, state, h, index):
       layer = nnx.merge(graphdef, state)

@@ -46,6 +46,11 @@ def use(mesh: Mesh, rules: Mapping[str, object]):
     _CONTEXT.reset(token)
 
 
+def current() -> tuple[Mesh, dict] | None:
+  """The (mesh, rules) of the enclosing `use(...)`, or None."""
+  return _CONTEXT.get()
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """with_sharding_constraint by logical names; the identity outside `use(...)`."""
   ctx = _CONTEXT.get()

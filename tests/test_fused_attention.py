@@ -1,0 +1,157 @@
+"""The fused attention paths (wavlm_jax.models.fused_attention): the Pallas kernels, interpreted on CPU, and
+the chunked path equal the in-memory XLA path in outputs and in every gradient (q, k, v, the gate, the
+relative embedding table), with padding, with and without the gate and the bias, with attention dropout
+(the same counter-based mask in every path), in fp32 and bf16, under a sharded mesh, and in a whole
+model's training step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from wavlm_jax.models import config as config_lib, fused_attention as fa, params, partitioning, wavlm
+
+NUM_BUCKETS, MAX_DISTANCE = 16, 40
+
+
+def _inputs(t, heads, batch=2, dim=8, lengths=None, dtype=jnp.float32, seed=0):
+  ks = jax.random.split(jax.random.key(seed), 6)
+  qkv = [(jax.random.normal(k, (batch, t, heads, dim)) * 0.5).astype(dtype) for k in ks[:3]]
+  table = jax.random.normal(ks[3], (NUM_BUCKETS, heads))
+  gate = 2 * jax.nn.sigmoid(jax.random.normal(ks[4], (batch, heads, t)))
+  valid = None if lengths is None else jnp.arange(t)[None] < jnp.asarray(lengths)[:, None]
+  cotangent = jax.random.normal(ks[5], (batch, t, heads, dim))
+  return qkv, table, gate, valid, cotangent
+
+
+def _run(impl, inputs, bias, gated, rate=0.0, key=None, block=32):
+  """Output and gradients for q, k, v, the gate and the table of one path."""
+  (q, k, v), table, gate, valid, cotangent = inputs
+  t = q.shape[1]
+
+  def loss(q, k, v, gate, table):
+    b = fa.position_bias_for(impl, table, t, NUM_BUCKETS, MAX_DISTANCE, block) if bias else None
+    out = fa.attend(impl, q, k, v, gate if gated else None, b, valid, rate=rate, key=key, block=block)
+    return jnp.sum(out.astype(jnp.float32) * cotangent), out
+
+  (_, out), grads = jax.value_and_grad(loss, argnums=range(5), has_aux=True)(q, k, v, gate, table)
+  return dict(zip(("out", "q", "k", "v", "gate", "table"), (out,) + grads))
+
+
+def _assert_close(got, want, tol, skip=()):
+  for name in want:
+    if name in skip:
+      continue
+    a, b = np.asarray(got[name], np.float32), np.asarray(want[name], np.float32)
+    scale = max(1.0, float(np.max(np.abs(b))))
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale, err_msg=name)
+
+
+CASES = [  # (T, heads, lengths, gated, bias, dropout)
+    (63, 2, None, True, True, 0.0),  # one frame short of two blocks
+    (64, 4, (64, 37), False, True, 0.0),  # exactly two blocks, padded keys, un-gated bucket bias (ILS-SSL)
+    (200, 3, (200, 130), True, True, 0.1),  # seven blocks, padding, attention dropout
+    (50, 2, (50, 21), False, False, 0.2),  # no relative bias (HuBERT)
+]
+
+
+@pytest.mark.parametrize("t,heads,lengths,gated,bias,rate", CASES)
+def test_kernels_and_chunked_equal_xla(t, heads, lengths, gated, bias, rate):
+  inputs = _inputs(t, heads, lengths=lengths)
+  key = jax.random.key(7) if rate else None
+  want = _run("xla", inputs, bias, gated, rate, key)
+  skip = () if gated else ("gate",)
+  if not bias:
+    skip += ("table",)
+    assert not np.any(want["table"])  # nothing flows to an unused table
+  for impl in ("pallas", "chunked"):
+    _assert_close(_run(impl, inputs, bias, gated, rate, key), want, 2e-6, skip)
+  if gated:  # the gate really receives a gradient (row sums of dS * D), as does the table
+    assert float(jnp.max(jnp.abs(want["gate"]))) > 1e-3 and float(jnp.max(jnp.abs(want["table"]))) > 1e-3
+
+
+def test_bfloat16_kernels_stay_close_to_fp32():
+  inputs = _inputs(96, 2, lengths=(96, 70))
+  want = _run("xla", inputs, True, True)
+  (q, k, v), *rest = inputs
+  bf16 = ((q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16)), *rest)
+  got = _run("pallas", bf16, True, True)
+  assert got["out"].dtype == jnp.bfloat16 and got["q"].dtype == jnp.bfloat16
+  assert got["gate"].dtype == jnp.float32 and got["table"].dtype == jnp.float32  # statistics stay fp32
+  _assert_close(got, want, 3e-2)
+
+
+def test_dropout_mask_rate_determinism_and_independence():
+  rows = fa.row_seeds(jnp.int32(11), 4, 3, 256)
+  keys = jnp.arange(256, dtype=jnp.int32)
+  keep = np.asarray(fa.keep_mask(rows[..., None], keys, 0.1))  # (4, 3, 256, 256)
+  assert abs(keep.mean() - 0.9) < 0.003  # 786k draws: 5 standard deviations is 0.0017
+  again = np.asarray(fa.keep_mask(fa.row_seeds(jnp.int32(11), 4, 3, 256)[..., None], keys, 0.1))
+  np.testing.assert_array_equal(keep, again)
+  other = np.asarray(fa.keep_mask(fa.row_seeds(jnp.int32(12), 4, 3, 256)[..., None], keys, 0.1))
+  assert abs((keep == other).mean() - (0.9 ** 2 + 0.1 ** 2)) < 0.005  # another seed: independent masks
+  dropped = ~keep
+  for a, b in ((dropped[:, :, 1:], dropped[:, :, :-1]), (dropped[..., 1:], dropped[..., :-1]),
+               (dropped[1:], dropped[:-1]), (dropped[:, 1:], dropped[:, :-1])):
+    assert abs((a & b).mean() - 0.01) < 0.002  # neighbouring queries, keys, rows, heads: uncorrelated
+  # Keys from different PRNG implementations give seeds, and the rate is what was asked.
+  for impl in ("threefry2x32", "rbg", "unsafe_rbg"):
+    seed = fa.seed_from_key(jax.random.key(0, impl=impl))
+    assert seed.dtype == jnp.int32
+  assert abs(np.asarray(fa.keep_mask(rows[..., None], keys, 0.5)).mean() - 0.5) < 0.003
+
+
+def test_kernels_under_a_sharded_mesh_equal_the_unsharded_call():
+  # The Pallas call runs per device under shard_map (batch rows on "data", heads on "model"); dropout draws
+  # from global (row, head) indices, so the sharded result is the unsharded one.
+  inputs = _inputs(40, 4, batch=4, lengths=(40, 33, 20, 40))
+  key = jax.random.key(1)
+  want = _run("pallas", inputs, True, True, 0.1, key, block=16)
+  mesh = Mesh(np.array(jax.devices("cpu")[:8]).reshape(4, 2), ("data", "model"))
+  with partitioning.use(mesh, {"batch": "data", "act_heads": "model"}):
+    got = jax.jit(lambda: _run("pallas", inputs, True, True, 0.1, key, block=16))()
+  _assert_close(got, want, 2e-6)
+
+
+def test_model_training_step_with_pallas_equals_xla():
+  # The tiny card's forward and backward (masking, dropout 0.1 everywhere, LayerDrop) with the interpreted
+  # kernels, 16-frame tiles so that the 49 frames span four of them, against the XLA path.
+  cards = {impl: config_lib.model_card("tiny", attention_impl=impl, attention_block=16, num_layers=2)
+           for impl in ("xla", "pallas")}
+  reference = wavlm.build(cards["xla"], seed=0)
+  flat = {k: jnp.asarray(v) for k, v in params.get_params(reference).items()}
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 16000).astype(np.float32))
+  pad = jnp.zeros((2, 16000), bool).at[1, 11000:].set(True)
+  key = jax.random.key(5)
+  probe = jax.random.normal(jax.random.key(6), (2, 49, 64))
+
+  def loss(model_params, cfg):
+    model = wavlm.abstract(cfg)
+    params.set_params(model, model_params)
+    out = model(x, pad, apply_mask=True, key=key)
+    return jnp.sum(out.last_hidden_state * probe), out.last_hidden_state
+
+  results = {impl: jax.value_and_grad(loss, has_aux=True)(flat, cfg) for impl, cfg in cards.items()}
+  (la, ha), ga = results["xla"]
+  (lb, hb), gb = results["pallas"]
+  np.testing.assert_allclose(hb, ha, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(lb, la, rtol=1e-5)
+  for name in ga:  # to rounding, relative to each parameter's largest gradient (the key bias's is zero)
+    scale = float(jnp.max(jnp.abs(ga[name])))
+    np.testing.assert_allclose(gb[name], ga[name], rtol=1e-4, atol=1e-5 * scale + 1e-6, err_msg=name)
+  assert float(jnp.max(jnp.abs(ga["wavlm/encoder/rel_attn_embed"]))) > 0
+  gates = [n for n in ga if "gru_rel_pos" in n]
+  assert gates and all(float(jnp.max(jnp.abs(ga[n]))) > 0 for n in gates)
+
+
+def test_auto_follows_the_platform_and_bad_values_are_refused():
+  tiny = config_lib.model_card("tiny")
+  assert tiny.attention_impl == "auto"
+  assert config_lib.for_platform(tiny, "tpu").attention_impl == "pallas"
+  assert config_lib.for_platform(tiny, "gpu").attention_impl == "pallas"
+  assert config_lib.for_platform(tiny, "cpu").attention_impl == "xla"
+  with pytest.raises(ValueError, match="attention_impl"):
+    config_lib.model_card("tiny", attention_impl="flash")
+  with pytest.raises(ValueError, match="attention_block"):
+    config_lib.model_card("tiny", attention_block=48)

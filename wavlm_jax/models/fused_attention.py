@@ -1,0 +1,511 @@
+"""Attention with WavLM's gated relative position bias, three ways (docs/model.md#fused-attention).
+
+The bias of head h for query i and key j is g[b, h, i] * D[h, j - i]: a per-query gate g (1 for the
+un-gated ILS-SSL bias) times the bucketed relative embedding D, which depends on j - i only. The paths:
+
+- "xla": the (B, H, T, T) logits, probabilities and dropout mask in memory, as the reference models do;
+- "chunked": the same computation one block of queries at a time under `lax.map`, each block recomputed
+  in the backward pass, so that only (B, H, block, T) is ever live (portable, pure JAX);
+- "pallas": flash attention (online softmax over key tiles in fast memory) as Pallas kernels for GPU
+  and TPU, interpreted on CPU. A kernel never sees a (T, T) bias: for square tiles the bias tile of
+  query block qb and key block kb depends on kb - qb only, so the 2 T / block distinct (block, block)
+  tiles of D per head (shared by the batch) are gathered once per step and each kernel picks its tile.
+  The backward pass recomputes the tiles and returns dq, dk, dv, the gate's gradient (row sums of
+  dS * D) and the tiles' gradient (sums of g * dS over the batch and along each block diagonal, a third
+  kernel), which the gather turns into the embedding table's gradient.
+
+Attention dropout in every path draws its mask from a counter-based hash of (seed, batch row, head,
+query, key), so the mask is never stored, costs a few integer operations per element (no threefry
+over (B, H, T, T)), and is the same in all three paths: they agree to rounding with dropout on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from wavlm_jax.models import config as config_lib, partitioning
+from wavlm_jax.models.position import _offset_buckets, relative_position_bias
+
+_MASK = float(np.finfo(np.float32).min)  # padded keys' logit, as in the reference implementations
+
+# ----------------------------------------------------------------------------------------------
+# Dropout from a counter-based hash.
+# ----------------------------------------------------------------------------------------------
+_M1, _M2, _GOLDEN = -2048144789, -1028477387, -1640531527  # 0x85ebca6b, 0xc2b2ae35, 0x9e3779b9 as int32
+
+
+def _fmix(x: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finaliser on int32 (wrapping multiplies, logical shifts): a bijection whose
+  every output bit depends on every input bit."""
+  x = x ^ lax.shift_right_logical(x, 16)
+  x = x * _M1
+  x = x ^ lax.shift_right_logical(x, 13)
+  x = x * _M2
+  return x ^ lax.shift_right_logical(x, 16)
+
+
+def seed_from_key(key: jax.Array) -> jax.Array:
+  """An int32 scalar seed from a JAX PRNG key (any implementation: threefry, rbg, unsafe_rbg)."""
+  return lax.bitcast_convert_type(jax.random.bits(key, (), jnp.uint32), jnp.int32)
+
+
+def row_seeds(seed: jax.Array, batch: int, heads: int, length: int) -> jax.Array:
+  """(B, H, T) int32: one well-mixed stream per (batch row, head, query), from global indices."""
+  bh = (jnp.arange(batch, dtype=jnp.int32)[:, None] * heads + jnp.arange(heads, dtype=jnp.int32)[None, :])
+  stream = _fmix(seed ^ _fmix(bh * _GOLDEN + 1))
+  return _fmix(stream[:, :, None] + jnp.arange(length, dtype=jnp.int32) * _GOLDEN)
+
+
+def _keep_threshold(rate: float) -> int:
+  return int(round((1.0 - rate) * (1 << 24)))
+
+
+def keep_mask(rows: jax.Array, keys: jax.Array, rate: float) -> jax.Array:
+  """Dropout keep decisions for row seeds `rows` (..., 1) and global key indices `keys` (..., K)."""
+  bits = _fmix(rows ^ (keys * _M2))
+  return lax.shift_right_logical(bits, 8) < _keep_threshold(rate)
+
+
+# ----------------------------------------------------------------------------------------------
+# The relative position bias each path consumes.
+# ----------------------------------------------------------------------------------------------
+def _padded(length: int, block: int) -> int:
+  return -(-length // block) * block
+
+
+def _relative_values(table: jax.Array, span: int, num_buckets: int, max_distance: int) -> jax.Array:
+  """(H, 2 span - 1) fp32: D[h, r + span - 1] for relative positions r = j - i in (-span, span)."""
+  offsets = jnp.asarray(_offset_buckets(span - 1, num_buckets, max_distance))
+  return jnp.transpose(jnp.take(table, offsets, axis=0)).astype(jnp.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _tile_index(blocks: int, block: int) -> np.ndarray:
+  """(2 n - 1, block, block) indices into the relative values of span n * block: tile t holds the bias
+  of query block qb and key block kb = qb + t - (n - 1)."""
+  delta = (np.arange(2 * blocks - 1) - (blocks - 1))[:, None, None] * block
+  within = np.arange(block)[None, None, :] - np.arange(block)[None, :, None]
+  return (delta + within + blocks * block - 1).astype(np.int32)
+
+
+def bias_tiles(table: jax.Array, length: int, num_buckets: int, max_distance: int, block: int) -> jax.Array:
+  """(H, 2 n - 1, block, block) bias tiles for n = ceil(length / block) blocks (the "pallas" path)."""
+  n = _padded(length, block) // block
+  values = _relative_values(table, n * block, num_buckets, max_distance)
+  return jnp.take(values, jnp.asarray(_tile_index(n, block)), axis=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# "xla" and "chunked".
+# ----------------------------------------------------------------------------------------------
+def dense_logits(q, k, gate, bias, key_valid):
+  """(B, H, Q, T) fp32 logits in memory: q.k (q pre-scaled) plus the (gated) bias (H, Q, T), padded keys
+  at the fp32 minimum."""
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  logits = partitioning.constrain(logits, ("batch", "act_heads", "frames", None))
+  if bias is not None:
+    logits = logits + (bias[None] if gate is None else gate[..., None] * bias[None])
+  if key_valid is not None:
+    logits = jnp.where(key_valid[:, None, None, :], logits, _MASK)
+  return logits
+
+
+def _dense_block(q, k, v, gate, bias, key_valid, rows, rate):
+  """Attention of a block of queries against all keys, all in memory. q (B, Q, H, d) pre-scaled, k and v
+  (B, T, H, d), gate (B, H, Q) or None, bias (H, Q, T) or None, key_valid (B, T) or None, rows (B, H, Q)
+  dropout row seeds or None."""
+  probs = jax.nn.softmax(dense_logits(q, k, gate, bias, key_valid), axis=-1)
+  if rows is not None:
+    keys = jnp.arange(k.shape[1], dtype=jnp.int32)
+    probs = jnp.where(keep_mask(rows[..., None], keys, rate), probs / (1.0 - rate), 0.0)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+def attend_chunked(q, k, v, gate, bias, key_valid, rows, rate, block):
+  """`_dense_block` over query blocks of `block` frames under lax.map, each recomputed for its gradient."""
+  b, t, h, d = q.shape
+  tq = _padded(t, block)
+  n = tq // block
+  pad = tq - t
+  qp = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, n, block, h, d).swapaxes(0, 1)
+  xs = {"q": qp}
+  if gate is not None:
+    xs["gate"] = jnp.pad(gate, ((0, 0), (0, 0), (0, pad))).reshape(b, h, n, block).transpose(2, 0, 1, 3)
+  if bias is not None:
+    xs["bias"] = jnp.pad(bias, ((0, 0), (0, pad), (0, 0))).reshape(h, n, block, t).swapaxes(0, 1)
+  if rows is not None:
+    xs["rows"] = jnp.pad(rows, ((0, 0), (0, 0), (0, pad))).reshape(b, h, n, block).transpose(2, 0, 1, 3)
+
+  @jax.checkpoint
+  def one(x):
+    return _dense_block(x["q"], k, v, x.get("gate"), x.get("bias"), key_valid, x.get("rows"), rate)
+
+  out = lax.map(one, xs)  # (n, B, block, H, d)
+  return out.swapaxes(0, 1).reshape(b, tq, h, d)[:, :t]
+
+
+# ----------------------------------------------------------------------------------------------
+# "pallas": the kernels.
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+  block: int
+  blocks: int  # key (and query) blocks
+  gated: bool
+  has_bias: bool
+  rate: float  # attention dropout; 0 = none
+  interpret: bool
+
+  @property
+  def dropout(self) -> bool:
+    return self.rate > 0.0
+
+
+def _nt(a, b):
+  """a @ b.T with fp32 accumulation."""
+  return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _tn(a, b):
+  """a.T @ b with fp32 accumulation."""
+  return jnp.dot(a.T, b, preferred_element_type=jnp.float32)
+
+
+def _nn(a, b):
+  return jnp.dot(a, b, preferred_element_type=jnp.float32)
+
+
+class _Tile:
+  """Recomputes one (query block, key block) tile: logits, and the pieces the gradients need."""
+
+  def __init__(self, spec: _Spec, q, k, valid, g, bias_tile, rows, kb):
+    s = _nt(q, k)
+    if spec.has_bias:
+      s = s + (g * bias_tile if spec.gated else bias_tile)
+    self.s = jnp.where(valid != 0, s, _MASK)
+    self.keep = None
+    if spec.dropout:
+      keys = kb * spec.block + lax.broadcasted_iota(jnp.int32, s.shape, 1)
+      self.keep = keep_mask(rows, keys, spec.rate)
+    self.spec = spec
+
+  def dropped(self, x):
+    """Dropout applied to a tile (scaled by 1 / keep rate)."""
+    if self.keep is None:
+      return x
+    return jnp.where(self.keep, x * (1.0 / (1.0 - self.spec.rate)), 0.0)
+
+  def grad_logits(self, p, do, v, delta):
+    """dS = P * (dP - delta) for dP the gradient of the dropped probabilities."""
+    return p * (self.dropped(_nt(do, v)) - delta)
+
+
+_ORDER = ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta")
+
+
+def _present(spec: _Spec, names) -> list[str]:
+  """`names` (in kernel order) less the optional inputs this spec does not use: the gate when un-gated,
+  the bias tiles when there is no relative position bias, the dropout row seeds when dropout is off."""
+  used = {"g": spec.gated, "bias": spec.has_bias, "rows": spec.dropout}
+  return [n for n in _ORDER if n in names and used.get(n, True)]
+
+
+def _unpack(spec: _Spec, refs, names):
+  """The kernel's input refs by name, and the output refs that follow them."""
+  present = _present(spec, names)
+  return dict(zip(present, refs)), refs[len(present):]
+
+
+def _forward_kernel(*refs, spec: _Spec):
+  r, (o_ref, lse_ref) = _unpack(spec, refs, ("q", "k", "v", "valid", "g", "bias", "rows"))
+  n, blk = spec.blocks, spec.block
+  qb = jax.lax.convert_element_type(_program_id(2), jnp.int32)
+  q = r["q"][...]
+  g = r["g"][...] if spec.gated else None
+  rows = r["rows"][...] if spec.dropout else None
+
+  def body(kb, carry):
+    acc, m, l = carry
+    ks = _ds(kb, blk)
+    bias_tile = r["bias"][kb - qb + n - 1] if spec.has_bias else None
+    v = r["v"][ks, :]
+    tile = _Tile(spec, q, r["k"][ks, :], r["valid"][:, ks], g, bias_tile, rows, kb)
+    m_new = jnp.maximum(m, jnp.max(tile.s, axis=1, keepdims=True))
+    p = jnp.exp(tile.s - m_new)
+    alpha = jnp.exp(m - m_new)
+    l = alpha * l + jnp.sum(p, axis=1, keepdims=True)
+    p = jnp.where(tile.keep, p, 0.0) if tile.keep is not None else p
+    acc = alpha * acc + _nn(p.astype(v.dtype), v)
+    return acc, m_new, l
+
+  init = (jnp.zeros(q.shape, jnp.float32), jnp.full((blk, 1), -jnp.inf, jnp.float32),
+          jnp.zeros((blk, 1), jnp.float32))
+  acc, m, l = lax.fori_loop(0, n, body, init)
+  scale = 1.0 / (1.0 - spec.rate) if spec.dropout else 1.0
+  o_ref[...] = (acc * (scale / l)).astype(o_ref.dtype)
+  lse_ref[...] = m + jnp.log(l)
+
+
+def _dkdv_kernel(*refs, spec: _Spec):
+  r, (dk_ref, dv_ref) = _unpack(spec, refs, ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta"))
+  n, blk = spec.blocks, spec.block
+  kb = jax.lax.convert_element_type(_program_id(2), jnp.int32)
+  k, v, valid = r["k"][...], r["v"][...], r["valid"][...]
+
+  def body(qb, carry):
+    dk, dv = carry
+    qs = _ds(qb, blk)
+    q, do = r["q"][qs, :], r["do"][qs, :]
+    tile = _Tile(spec, q, k, valid, r["g"][qs, :] if spec.gated else None,
+                 r["bias"][kb - qb + n - 1] if spec.has_bias else None,
+                 r["rows"][qs, :] if spec.dropout else None, kb)
+    p = jnp.exp(tile.s - r["lse"][qs, :])
+    dv = dv + _tn(tile.dropped(p).astype(do.dtype), do)
+    ds = tile.grad_logits(p, do, v, r["delta"][qs, :])
+    dk = dk + _tn(ds.astype(q.dtype), q)
+    return dk, dv
+
+  dk, dv = lax.fori_loop(0, n, body, (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)))
+  dk_ref[...] = dk.astype(dk_ref.dtype)
+  dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def _dq_kernel(*refs, spec: _Spec):
+  r, outs = _unpack(spec, refs, ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta"))
+  n, blk = spec.blocks, spec.block
+  qb = jax.lax.convert_element_type(_program_id(2), jnp.int32)
+  q, do, lse, delta = r["q"][...], r["do"][...], r["lse"][...], r["delta"][...]
+  g = r["g"][...] if spec.gated else None
+  rows = r["rows"][...] if spec.dropout else None
+
+  def body(kb, carry):
+    dq, dg = carry
+    ks = _ds(kb, blk)
+    bias_tile = r["bias"][kb - qb + n - 1] if spec.has_bias else None
+    k, v = r["k"][ks, :], r["v"][ks, :]
+    tile = _Tile(spec, q, k, r["valid"][:, ks], g, bias_tile, rows, kb)
+    ds = tile.grad_logits(jnp.exp(tile.s - lse), do, v, delta)
+    dq = dq + _nn(ds.astype(k.dtype), k)
+    if spec.gated:
+      dg = dg + jnp.sum(ds * bias_tile, axis=1, keepdims=True)
+    return dq, dg
+
+  dq, dg = lax.fori_loop(0, n, body, (jnp.zeros(q.shape, jnp.float32), jnp.zeros((blk, 1), jnp.float32)))
+  outs[0][...] = dq.astype(outs[0].dtype)
+  if spec.gated:
+    outs[1][...] = dg
+
+
+def _dbias_kernel(*refs, spec: _Spec, batch: int):
+  """Program (head, tile t): sum over the batch and the blocks on diagonal t of g * dS."""
+  r, (dbias_ref,) = _unpack(spec, refs, ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta"))
+  n, blk = spec.blocks, spec.block
+  t = jax.lax.convert_element_type(_program_id(1), jnp.int32)
+  shift = t - (n - 1)  # kb - qb on this diagonal
+  bias_tile = r["bias"][...]
+  first, last = jnp.maximum(0, -shift), jnp.minimum(n, n - shift)
+
+  def per_row(b, acc):
+    def body(qb, acc):
+      kb = qb + shift
+      qs, ks = _ds(qb, blk), _ds(kb, blk)
+      q, do = r["q"][b, qs, :], r["do"][b, qs, :]
+      g = r["g"][b, qs, :] if spec.gated else None
+      tile = _Tile(spec, q, r["k"][b, ks, :], r["valid"][b, :, ks], g, bias_tile,
+                   r["rows"][b, qs, :] if spec.dropout else None, kb)
+      ds = tile.grad_logits(jnp.exp(tile.s - r["lse"][b, qs, :]), do, r["v"][b, ks, :], r["delta"][b, qs, :])
+      return acc + (g * ds if spec.gated else ds)
+
+    return lax.fori_loop(first, last, body, acc)
+
+  dbias_ref[...] = lax.fori_loop(0, batch, per_row, jnp.zeros((blk, blk), jnp.float32))
+
+
+def _program_id(axis):
+  from jax.experimental import pallas as pl
+  return pl.program_id(axis)
+
+
+def _ds(index, size):
+  from jax.experimental import pallas as pl
+  return pl.ds(pl.multiple_of(index * size, size), size)
+
+
+def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name):
+  from jax.experimental import pallas as pl
+  params = None
+  if not spec.interpret and target_platform() == "gpu":
+    from jax.experimental.pallas import triton as plgpu
+    params = plgpu.CompilerParams(num_warps=4, num_stages=2)
+  return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+                        interpret=spec.interpret, compiler_params=params, name=name)
+
+
+def _inputs(spec: _Spec, args: dict, shapes: dict):
+  """The inputs a kernel takes, in order, and their block specs."""
+  names = _present(spec, args)
+  return [args[n] for n in names], [shapes[n] for n in names]
+
+
+def _forward(spec: _Spec, q, k, v, valid, g, bias, rows):
+  from jax.experimental import pallas as pl
+  b, h, t, d = q.shape
+  blk, n = spec.block, spec.blocks
+  row_block = lambda width: pl.BlockSpec((None, None, blk, width), lambda i, j, c: (i, j, c, 0))
+  full = lambda width: pl.BlockSpec((None, None, t, width), lambda i, j, c: (i, j, 0, 0))
+  shapes = {"q": row_block(d), "k": full(d), "v": full(d),
+            "valid": pl.BlockSpec((None, 1, t), lambda i, j, c: (i, 0, 0)),
+            "g": row_block(1), "rows": row_block(1),
+            "bias": pl.BlockSpec((None, 2 * n - 1, blk, blk), lambda i, j, c: (j, 0, 0, 0))}
+  args, in_specs = _inputs(spec, dict(q=q, k=k, v=v, valid=valid, g=g, bias=bias, rows=rows), shapes)
+  out_shape = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, t, 1), jnp.float32))
+  return _call(functools.partial(_forward_kernel, spec=spec), spec, (b, h, n), in_specs,
+               (row_block(d), row_block(1)), out_shape, "wavlm_attention_fwd")(*args)
+
+
+def _backward(spec: _Spec, res, do):
+  from jax.experimental import pallas as pl
+  q, k, v, valid, g, bias, rows, o, lse = res
+  b, h, t, d = q.shape
+  blk, n = spec.block, spec.blocks
+  delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1, keepdims=True)
+  args = dict(q=q, k=k, v=v, valid=valid, g=g, bias=bias, rows=rows, do=do, lse=lse, delta=delta)
+
+  row_block = lambda width: pl.BlockSpec((None, None, blk, width), lambda i, j, c: (i, j, c, 0))
+  full = lambda width: pl.BlockSpec((None, None, t, width), lambda i, j, c: (i, j, 0, 0))
+  head_bias = pl.BlockSpec((None, 2 * n - 1, blk, blk), lambda i, j, c: (j, 0, 0, 0))
+  # dk, dv: program (b, h, key block), looping over query blocks.
+  shapes = {name: full(d) for name in ("q", "do")}
+  shapes.update({name: full(1) for name in ("g", "rows", "lse", "delta")})
+  shapes.update(k=row_block(d), v=row_block(d), bias=head_bias,
+                valid=pl.BlockSpec((None, 1, blk), lambda i, j, c: (i, 0, c)))
+  ins, in_specs = _inputs(spec, args, shapes)
+  dk, dv = _call(functools.partial(_dkdv_kernel, spec=spec), spec, (b, h, n), in_specs,
+                 (row_block(d), row_block(d)),
+                 (jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)),
+                 "wavlm_attention_dkdv")(*ins)
+  # dq and the gate's gradient: program (b, h, query block), looping over key blocks.
+  shapes = {name: full(d) for name in ("k", "v")}
+  shapes.update({name: row_block(1) for name in ("g", "rows", "lse", "delta")})
+  shapes.update(q=row_block(d), do=row_block(d), bias=head_bias,
+                valid=pl.BlockSpec((None, 1, t), lambda i, j, c: (i, 0, 0)))
+  ins, in_specs = _inputs(spec, args, shapes)
+  out_specs, out_shape = [row_block(d)], [jax.ShapeDtypeStruct(q.shape, q.dtype)]
+  if spec.gated:
+    out_specs.append(row_block(1))
+    out_shape.append(jax.ShapeDtypeStruct((b, h, t, 1), jnp.float32))
+  dq_dg = _call(functools.partial(_dq_kernel, spec=spec), spec, (b, h, n), in_specs, tuple(out_specs),
+                tuple(out_shape), "wavlm_attention_dq")(*ins)
+  dq, dg = (dq_dg[0], dq_dg[1] if spec.gated else None)
+  # The bias tiles' gradient: program (h, tile), looping over the batch and the tile's diagonal.
+  dbias = None
+  if spec.has_bias:
+    per_head = lambda width: pl.BlockSpec((b, None, t, width), lambda j, c: (0, j, 0, 0))
+    shapes = {name: per_head(d) for name in ("q", "k", "v", "do")}
+    shapes.update({name: per_head(1) for name in ("g", "rows", "lse", "delta")})
+    shapes.update(valid=pl.BlockSpec((b, 1, t), lambda j, c: (0, 0, 0)),
+                  bias=pl.BlockSpec((None, None, blk, blk), lambda j, c: (j, c, 0, 0)))
+    ins, in_specs = _inputs(spec, args, shapes)
+    dbias = _call(functools.partial(_dbias_kernel, spec=spec, batch=b), spec, (h, 2 * n - 1), in_specs,
+                  pl.BlockSpec((None, None, blk, blk), lambda j, c: (j, c, 0, 0)),
+                  jax.ShapeDtypeStruct(bias.shape, jnp.float32), "wavlm_attention_dbias")(*ins)
+  return dq, dk, dv, None, dg, dbias, None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(spec: _Spec, q, k, v, valid, g, bias, rows):
+  return _forward(spec, q, k, v, valid, g, bias, rows)[0]
+
+
+def _flash_fwd(spec, q, k, v, valid, g, bias, rows):
+  o, lse = _forward(spec, q, k, v, valid, g, bias, rows)
+  return o, (q, k, v, valid, g, bias, rows, o, lse)
+
+
+_flash.defvjp(_flash_fwd, _backward)
+
+
+def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret):
+  """Flash attention with the tiled bias. q (B, T, H, d) pre-scaled, k, v alike; gate (B, H, T) or None;
+  tiles from `bias_tiles` or None; key_valid (B, T) or None; rows (B, H, T) or None."""
+  b, t, h, d = q.shape
+  tp = _padded(t, block)
+  pad = tp - t
+  heads_first = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, 0), (0, pad), (0, 0)))
+  column = lambda x: None if x is None else jnp.pad(x, ((0, 0), (0, 0), (0, pad)))[..., None]
+  valid = jnp.ones((b, t), jnp.int32) if key_valid is None else key_valid.astype(jnp.int32)
+  valid = jnp.pad(valid, ((0, 0), (0, pad)))[:, None, :]
+  spec = _Spec(block=block, blocks=tp // block, gated=gate is not None, has_bias=tiles is not None,
+               rate=rate if rows is not None else 0.0, interpret=interpret)
+  gate = None if gate is None else column(gate.astype(jnp.float32))
+  out = _sharded(functools.partial(_flash, spec), heads_first(q), heads_first(k), heads_first(v), valid,
+                 gate, tiles, column(rows))
+  return jnp.swapaxes(out[:, :, :t], 1, 2)
+
+
+def _sharded(fn, q, k, v, valid, g, bias, rows):
+  """fn on each device's batch rows and heads under the active mesh (a kernel is not partitioned by the
+  compiler); the whole call outside one."""
+  ctx = partitioning.current()
+  if ctx is None:
+    return fn(q, k, v, valid, g, bias, rows)
+  mesh, rules = ctx
+  spec = lambda x, axes: None if x is None else partitioning.spec_for(axes, x.shape, mesh, rules)
+  bhtd = ("batch", "act_heads", None, None)
+  qspec = spec(q, bhtd)
+  # Every per-(row, head) input must split the same way as q; the bias is split by head only.
+  specs = (qspec, qspec, qspec, jax.sharding.PartitionSpec(qspec[0], None, None),
+           None if g is None else qspec, None if bias is None else jax.sharding.PartitionSpec(qspec[1]),
+           None if rows is None else qspec)
+  return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=qspec, check_vma=False)(
+      q, k, v, valid, g, bias, rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatch.
+# ----------------------------------------------------------------------------------------------
+def target_platform() -> str:
+  """The platform the step is being built for: the active mesh's devices (e.g. TPU for an ahead-of-time
+  compile on a CPU host), else this host's default backend."""
+  ctx = partitioning.current()
+  return ctx[0].devices.flat[0].platform if ctx is not None else jax.default_backend()
+
+
+def attend(impl: str, q, k, v, gate, bias, key_valid, *, rate: float = 0.0, key: jax.Array | None = None,
+           block: int = 128):
+  """Multi-head attention with the (gated) relative position bias.
+
+  q, k, v: (B, T, H, d), q already scaled by d^-1/2. gate: (B, H, T) or None (un-gated). bias: what
+  `position_bias_for(impl, ...)` returned (None: no relative position bias). key_valid: (B, T) bool or
+  None. rate, key: attention dropout (off when key is None). Returns (B, T, H, d) in v's dtype.
+  """
+  if impl == "auto":
+    impl = config_lib.attention_impl_for(target_platform())
+  b, t, h, _ = q.shape
+  rows = None
+  if key is not None and rate > 0.0:
+    rows = row_seeds(seed_from_key(key), b, h, t)
+  if impl == "xla":
+    return _dense_block(q, k, v, gate, bias, key_valid, rows, rate)
+  if impl == "chunked":
+    return attend_chunked(q, k, v, gate, bias, key_valid, rows, rate, block)
+  if impl == "pallas":
+    return attend_pallas(q, k, v, gate, bias, key_valid, rows, rate, block,
+                         interpret=target_platform() == "cpu")
+  raise ValueError(f"attention_impl must be one of {config_lib.ATTENTION_IMPLS}, got {impl!r}")
+
+
+def position_bias_for(impl: str, table: jax.Array, length: int, num_buckets: int, max_distance: int,
+                      block: int = 128) -> jax.Array:
+  """The bias structure `attend` takes for `impl`: (H, T, T) for xla/chunked, tiles for pallas."""
+  if impl == "auto":
+    impl = config_lib.attention_impl_for(target_platform())
+  if impl == "pallas":
+    return bias_tiles(table, length, num_buckets, max_distance, block)
+  return relative_position_bias(table, length, num_buckets, max_distance)
