@@ -30,13 +30,14 @@ VARIANTS = [("dp", "none"), ("fsdp", "none"), ("fsdp_tp", "none"), ("fsdp", "dot
 CROPS = (15.6, 12.0, 10.0, 8.0, 6.0, 4.0, 2.0)
 
 
-def recipe(model: str, preset: str, remat: str, crop: float, devices: int):
+def recipe(model: str, preset: str, remat: str, crop: float, devices: int, attention: str = "auto"):
   from configs import wavlm_base, wavlm_large
 
   cfg = (wavlm_base if model == "wavlm_base" else wavlm_large).get_config()
   with cfg.unlocked():
     cfg.sharding = preset
     cfg.model.remat = remat
+    cfg.model.attention_impl = attention
     cfg.data.crop_seconds = crop
     cfg.data.batch_size = int(round(AUDIO_PER_STEP[model] / crop))
     fsdp = {"dp": 1, "fsdp": min(devices, 16), "fsdp_tp": min(devices // 2, 16)}[preset]
@@ -44,21 +45,22 @@ def recipe(model: str, preset: str, remat: str, crop: float, devices: int):
   return cfg
 
 
-def _analyse_here(model: str, preset: str, remat: str, crop: float, topology: str) -> dict:
+def _analyse_here(model: str, preset: str, remat: str, crop: float, topology: str, attention: str) -> dict:
   from wavlm_jax import aot
 
   devices, chip = aot.devices_for(topology, None)
-  report = aot.analyse(recipe(model, preset, remat, crop, len(devices)), model, topology, devices, chip)
-  return dataclasses.asdict(report)
+  report = aot.analyse(recipe(model, preset, remat, crop, len(devices), attention), model, topology, devices, chip)
+  return dataclasses.asdict(report) | {"attention": attention}
 
 
-def analyse(model: str, preset: str, remat: str, crop: float, topology: str, attempts: int = 4) -> dict:
+def analyse(model: str, preset: str, remat: str, crop: float, topology: str, attention: str = "auto",
+            attempts: int = 4) -> dict:
   """One compile in a child process, retried if the child dies: libtpu 0.0.42's compiler overflows a
   fiber stack now and then (SIGSEGV; the same program compiles on another try)."""
   for attempt in range(1, attempts + 1):
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
       try:
-        return pool.submit(_analyse_here, model, preset, remat, crop, topology).result()
+        return pool.submit(_analyse_here, model, preset, remat, crop, topology, attention).result()
       except concurrent.futures.process.BrokenProcessPool:
         print(f"  compiler crashed ({topology} {model} {preset}/{remat} {crop} s), attempt {attempt}/{attempts}",
               flush=True)
@@ -71,36 +73,39 @@ def main():
   p.add_argument("--models", default="wavlm_base,wavlm_large")
   p.add_argument("--variants", default=",".join(f"{p}/{r}" for p, r in VARIANTS),
                  help="preset/remat pairs, e.g. fsdp/none,fsdp/full")
+  p.add_argument("--attention", default="auto",
+                 help="model.attention_impl values to compile, e.g. xla,pallas (auto: pallas on TPU)")
   p.add_argument("--out", default="bench/results/scaling.json")
   args = p.parse_args()
 
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile-only host (here, not at import: bench/gpu_step.py imports us)
 
   rows = []
-  for topology in args.topologies.split(","):
-    for model in args.models.split(","):
-      for preset, remat in (v.split("/") for v in args.variants.split(",")):
-        start = time.perf_counter()
-        report = analyse(model, preset, remat, 15.6, topology)
-        row = report | {"compile_seconds": round(time.perf_counter() - start, 1), "largest_fitting_crop": None}
-        if (preset, remat) == ("fsdp", "full"):  # the most memory-frugal variant: how long a crop fits?
-          for crop in CROPS:
-            r = report if crop == 15.6 else analyse(model, preset, remat, crop, topology)
-            if r["fits"]:
-              row["largest_fitting_crop"] = crop
-              break
-        rows.append(row)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=2, default=str))  # partial results survive a stop
-        print(f"{topology:>10} {model:<12} {preset:<8} remat={remat:<5} "
-              f"{report['total_gib']:6.1f}/{report['hbm_gib']:.0f} GiB {'fits' if report['fits'] else 'OOM ':<5} "
-              f"{report['audio_seconds_per_second_per_chip']:8,.0f} audio-s/s/chip", flush=True)
+  runs = [(t, m, v, a) for t in args.topologies.split(",") for m in args.models.split(",")
+          for v in args.variants.split(",") for a in args.attention.split(",")]
+  for topology, model, variant, attention in runs:
+    preset, remat = variant.split("/")
+    start = time.perf_counter()
+    report = analyse(model, preset, remat, 15.6, topology, attention)
+    row = report | {"compile_seconds": round(time.perf_counter() - start, 1), "largest_fitting_crop": None}
+    if (preset, remat) == ("fsdp", "full"):  # the most memory-frugal variant: how long a crop fits?
+      for crop in CROPS:
+        r = report if crop == 15.6 else analyse(model, preset, remat, crop, topology, attention)
+        if r["fits"]:
+          row["largest_fitting_crop"] = crop
+          break
+    rows.append(row)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2, default=str))  # partial results survive a stop
+    print(f"{topology:>10} {model:<12} {preset:<8} remat={remat:<5} attention={attention:<7} "
+          f"{report['total_gib']:6.1f}/{report['hbm_gib']:.0f} GiB {'fits' if report['fits'] else 'OOM ':<5} "
+          f"{report['audio_seconds_per_second_per_chip']:8,.0f} audio-s/s/chip", flush=True)
 
-  print(f"\n{'topology':<10} {'model':<12} {'preset':<8} {'remat':<5} {'batch':>5} {'GiB/dev':>8} {'HBM':>5} "
+  print(f"\n{'topology':<10} {'model':<12} {'preset':<8} {'remat':<5} {'attention':<9} {'batch':>5} {'GiB/dev':>8} {'HBM':>5} "
         f"{'fits':>5} {'TFLOP/step':>10} {'roofline ms':>11} {'audio-s/s/chip':>14} {'max crop':>8}")
   for r in rows:
     crop = f"{r['largest_fitting_crop']}s" if r["largest_fitting_crop"] else ("-" if r["remat"] == "none" else "none")
-    print(f"{r['target']:<10} {r['config']:<12} {r['preset']:<8} {r['remat']:<5} {r['batch']:>5} "
+    print(f"{r['target']:<10} {r['config']:<12} {r['preset']:<8} {r['remat']:<5} {r['attention']:<9} {r['batch']:>5} "
           f"{r['total_gib']:>8.1f} {r['hbm_gib']:>5.0f} {'yes' if r['fits'] else 'NO':>5} "
           f"{r['model_flops_per_step'] / 1e12:>10.1f} {r['roofline_step_seconds'] * 1e3:>11.0f} "
           f"{r['audio_seconds_per_second_per_chip']:>14,.0f} {crop:>8}")

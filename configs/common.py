@@ -43,6 +43,10 @@ def run_config(model, data=None, **top):
 
   c.total_steps = 400_000
   c.seed = 1337
+  # PRNG behind dropout, masking and mixing: "threefry2x32" (JAX's default; the same bits however the step
+  # is sharded) or "rbg" / "unsafe_rbg" (XLA's RngBitGenerator, far cheaper on GPU and TPU, as MaxText and
+  # t5x use; "rbg" keeps fold_in/split on threefry). Every choice resumes exactly: keys come from (seed, step).
+  c.prng_impl = "threefry2x32"
   c.log_every = 100
   c.audio_every = 0  # write mixed input examples to TensorBoard every N steps (0: never)
   c.nan_patience = 5  # stop after this many non-finite steps in a row

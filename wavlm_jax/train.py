@@ -111,13 +111,23 @@ def _entropy(targets, select, mcfg):
   return -jnp.sum(jnp.where(p > 0, p * jnp.log2(jnp.where(p > 0, p, 1)), 0))
 
 
-def make_train_step(loss_fn, tx, schedule, seed: int, mesh, rules):
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+def base_key(seed: int, prng_impl: str = "threefry2x32") -> jax.Array:
+  """The run's root PRNG key (config.seed, config.prng_impl); step keys fold in the step number."""
+  if prng_impl not in PRNG_IMPLS:
+    raise ValueError(f"config.prng_impl must be one of {PRNG_IMPLS}, got {prng_impl!r}")
+  return jax.random.key(seed, impl=prng_impl)
+
+
+def make_train_step(loss_fn, tx, schedule, seed: int, mesh, rules, prng_impl: str = "threefry2x32"):
   """The pure step (state, batch) -> (state, metrics) for `loss_fn(params, batch, key) -> (loss, aux)`.
   Non-finite loss or gradients skip the update."""
-  base_key = jax.random.key(seed)
+  root = base_key(seed, prng_impl)
 
   def step(state, batch):
-    key = jax.random.fold_in(base_key, state["step"])  # per-step randomness from (seed, step)
+    key = jax.random.fold_in(root, state["step"])  # per-step randomness from (seed, step)
     with partitioning.use(mesh, rules):
       (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, key)
     grad_norm = optax.global_norm(grads)
@@ -243,7 +253,7 @@ def build(cfg, mesh, rules, labels: labels_lib.LabelSpec | None = None, *, model
   state_sharding = mesh_lib.named(mesh, specs)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
   batch_sharding = NamedSharding(mesh, P(mesh_lib.BATCH))
-  steps = {name: jax.jit(make_train_step(fn, tx, schedule, cfg.seed, mesh, rules),
+  steps = {name: jax.jit(make_train_step(fn, tx, schedule, cfg.seed, mesh, rules, cfg.get("prng_impl", "threefry2x32")),
                          in_shardings=(state_sharding, {k: batch_sharding for k in batch_keys}),
                          out_shardings=(state_sharding, None), donate_argnums=0)
            for name, fn in loss_fns(binder).items()}
