@@ -71,6 +71,25 @@ def test_kernels_and_chunked_equal_xla(t, heads, lengths, gated, bias, rate):
     assert float(jnp.max(jnp.abs(want["gate"]))) > 1e-3 and float(jnp.max(jnp.abs(want["table"]))) > 1e-3
 
 
+def test_bias_gradient_gpu_form_equals_the_grid_form():
+  # The bias tiles' gradient sums over the batch in the grid (TPU: one batch row's blocks in fast memory at
+  # a time) or in a loop inside each program (GPU, whose programs run concurrently); both are exact.
+  (q, k, v), table, gate, valid, cotangent = _inputs(100, 3, batch=3, lengths=(100, 61, 7))
+  tiles = fa.bias_tiles(table, 100, NUM_BUCKETS, MAX_DISTANCE, 32)
+  rows = fa.row_seeds(jnp.int32(5), 3, 3, 100)
+
+  def grads(batch_grid):
+    def loss(q, k, v, gate, tiles):
+      out = fa.attend_pallas(q, k, v, gate, tiles, valid, rows, 0.1, 32, interpret=True, batch_grid=batch_grid)
+      return jnp.sum(out * cotangent)
+    return jax.grad(loss, argnums=range(5))(q, k, v, gate, tiles)
+
+  grid, loop = grads(True), grads(False)
+  assert float(jnp.max(jnp.abs(grid[4]))) > 1e-3
+  for a, b in zip(grid, loop):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
 def test_bfloat16_kernels_stay_close_to_fp32():
   inputs = _inputs(96, 2, lengths=(96, 70))
   want = _run("xla", inputs, True, True)

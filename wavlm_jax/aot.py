@@ -145,7 +145,8 @@ def analyse(cfg, config_name: str, target: str, devices, chip: str, label_rate: 
   try:
     compiled, mesh, batch = compile_step(cfg, devices, label_rate)
   except jax.errors.JaxRuntimeError as e:
-    if "RESOURCE_EXHAUSTED" in str(e):
+    # Out of HBM is a result; out of a kernel's fast memory (VMEM, "scoped") is a kernel's bug: raise it.
+    if "RESOURCE_EXHAUSTED" in str(e) and "vmem" not in str(e).lower():
       return _out_of_memory(cfg, config_name, target, devices, chip, e)
     raise
   mem = compiled.memory_analysis()

@@ -73,7 +73,7 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.final_dropout = 0.0
   # Execution.
   c.scan_layers = True  # Stacked layer parameters under jax.lax.scan (False: a Python loop).
-  c.remat = "none"  # "none" | "dots" | "full" rematerialisation of each layer.
+  c.remat = "none"  # "none" | "dots" | "full" rematerialisation of each layer ("full": and of the conv frontend).
   c.dtype = "float32"  # Compute dtype of matmuls and convolutions; parameters stay fp32.
   for key, value in overrides.items():
     if key not in c:

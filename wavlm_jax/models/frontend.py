@@ -66,11 +66,23 @@ class FeatureExtractor(nnx.Module):
       cin = cout
     self.conv_layers = nnx.List(blocks)
     self.dtype = config.dtype
+    self.remat = config.remat == "full"
 
   def __call__(self, waveforms: jax.Array, padding_mask: jax.Array | None = None) -> jax.Array:
     """padding_mask (B, N), True = padding: if given, GroupNorm statistics cover valid frames only, so
     the valid frames equal those of the unpadded utterance. (transformers and fairseq include padding in
-    the statistics; pass None for parity with them.)"""
+    the statistics; pass None for parity with them.)
+
+    With `remat="full"` the backward pass recomputes the blocks from the waveform instead of keeping
+    their activations (the first block's output has 64 times the encoder's frames, 512 channels each:
+    several GiB per chip for WavLM Large's 15.6 s crops at 29 per chip), for ~5 % more FLOPs."""
+    if not self.remat:
+      return self._blocks(waveforms, padding_mask)
+    graphdef, state = nnx.split(self)
+    run = jax.checkpoint(lambda st, w, m: nnx.merge(graphdef, st)._blocks(w, m))
+    return run(state, waveforms, padding_mask)
+
+  def _blocks(self, waveforms: jax.Array, padding_mask: jax.Array | None) -> jax.Array:
     x = waveforms[..., None].astype(jnp.dtype(self.dtype))
     num_valid = None if padding_mask is None else jnp.sum(~padding_mask, axis=-1)
     for block in self.conv_layers:
@@ -78,7 +90,12 @@ class FeatureExtractor(nnx.Module):
       if num_valid is not None:
         num_valid = (num_valid - block.conv.kernel.shape[0]) // block.conv.stride + 1
         valid = jnp.arange((x.shape[1] - block.conv.kernel.shape[0]) // block.conv.stride + 1)[None] < num_valid[:, None]
-      x = partitioning.constrain(block(x, valid), ("batch", "frames", "act_channels"))
+      if self.remat:  # the frontend's backward then holds the blocks' outputs and one block's internals
+        graphdef, state = nnx.split(block)
+        y = jax.checkpoint(lambda st, x, v, g=graphdef: nnx.merge(g, st)(x, v))(state, x, valid)
+      else:
+        y = block(x, valid)
+      x = partitioning.constrain(y, ("batch", "frames", "act_channels"))
     return x
 
 

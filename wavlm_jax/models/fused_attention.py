@@ -161,6 +161,7 @@ class _Spec:
   has_bias: bool
   rate: float  # attention dropout; 0 = none
   interpret: bool
+  batch_grid: bool = True  # the bias gradient's batch as a sequential grid axis (not on GPU)
 
   @property
   def dropout(self) -> bool:
@@ -303,7 +304,10 @@ def _dq_kernel(*refs, spec: _Spec):
 
 
 def _dbias_kernel(*refs, spec: _Spec, batch: int):
-  """Program (head, tile t): sum over the batch and the blocks on diagonal t of g * dS."""
+  """Program (head, tile t[, batch row]): the sum over the batch and the blocks on diagonal t of g * dS.
+  With `spec.batch_grid` (TPU, interpreted) the batch row is the grid's last, sequential axis and the
+  program adds its row into the resident output block (blocks hold one row, which bounds fast memory);
+  otherwise (GPU, whose programs run concurrently) each program loops over the batch itself."""
   r, (dbias_ref,) = _unpack(spec, refs, ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta"))
   n, blk = spec.blocks, spec.block
   t = jax.lax.convert_element_type(_program_id(1), jnp.int32)
@@ -311,20 +315,32 @@ def _dbias_kernel(*refs, spec: _Spec, batch: int):
   bias_tile = r["bias"][...]
   first, last = jnp.maximum(0, -shift), jnp.minimum(n, n - shift)
 
-  def per_row(b, acc):
+  def one_row(b, acc):
+    at = (lambda name, *idx: r[name][idx]) if spec.batch_grid else (lambda name, *idx: r[name][(b, *idx)])
+
     def body(qb, acc):
       kb = qb + shift
       qs, ks = _ds(qb, blk), _ds(kb, blk)
-      q, do = r["q"][b, qs, :], r["do"][b, qs, :]
-      g = r["g"][b, qs, :] if spec.gated else None
-      tile = _Tile(spec, q, r["k"][b, ks, :], r["valid"][b, :, ks], g, bias_tile,
-                   r["rows"][b, qs, :] if spec.dropout else None, kb)
-      ds = tile.grad_logits(jnp.exp(tile.s - r["lse"][b, qs, :]), do, r["v"][b, ks, :], r["delta"][b, qs, :])
+      q, do = at("q", qs, slice(None)), at("do", qs, slice(None))
+      g = at("g", qs, slice(None)) if spec.gated else None
+      tile = _Tile(spec, q, at("k", ks, slice(None)), at("valid", slice(None), ks), g, bias_tile,
+                   at("rows", qs, slice(None)) if spec.dropout else None, kb)
+      ds = tile.grad_logits(jnp.exp(tile.s - at("lse", qs, slice(None))), do, at("v", ks, slice(None)),
+                            at("delta", qs, slice(None)))
       return acc + (g * ds if spec.gated else ds)
 
     return lax.fori_loop(first, last, body, acc)
 
-  dbias_ref[...] = lax.fori_loop(0, batch, per_row, jnp.zeros((blk, blk), jnp.float32))
+  if not spec.batch_grid:
+    dbias_ref[...] = lax.fori_loop(0, batch, one_row, jnp.zeros((blk, blk), jnp.float32))
+    return
+  from jax.experimental import pallas as pl
+
+  @pl.when(_program_id(2) == 0)
+  def _():
+    dbias_ref[...] = jnp.zeros((blk, blk), jnp.float32)
+
+  dbias_ref[...] = one_row(None, dbias_ref[...])
 
 
 def _program_id(axis):
@@ -337,12 +353,19 @@ def _ds(index, size):
   return pl.ds(pl.multiple_of(index * size, size), size)
 
 
-def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name):
+def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, reduction_last: bool = False):
   from jax.experimental import pallas as pl
   params = None
-  if not spec.interpret and target_platform() == "gpu":
+  platform = None if spec.interpret else target_platform()
+  if platform == "gpu":
     from jax.experimental.pallas import triton as plgpu
     params = plgpu.CompilerParams(num_warps=4, num_stages=2)
+  elif platform == "tpu":  # independent programs may be split across a chip's TensorCores (v4, v5p)
+    from jax.experimental.pallas import tpu as pltpu
+    semantics = ["parallel"] * len(grid)
+    if reduction_last:
+      semantics[-1] = "arbitrary"
+    params = pltpu.CompilerParams(dimension_semantics=tuple(semantics))
   return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
                         interpret=spec.interpret, compiler_params=params, name=name)
 
@@ -406,15 +429,23 @@ def _backward(spec: _Spec, res, do):
   # The bias tiles' gradient: program (h, tile), looping over the batch and the tile's diagonal.
   dbias = None
   if spec.has_bias:
-    per_head = lambda width: pl.BlockSpec((b, None, t, width), lambda j, c: (0, j, 0, 0))
+    if spec.batch_grid:  # grid (head, diagonal, batch row), one row's blocks at a time
+      grid = (h, 2 * n - 1, b)
+      per_head = lambda width: pl.BlockSpec((None, None, t, width), lambda j, c, i: (i, j, 0, 0))
+      valid_spec = pl.BlockSpec((None, 1, t), lambda j, c, i: (i, 0, 0))
+      tile_spec = pl.BlockSpec((None, None, blk, blk), lambda j, c, i: (j, c, 0, 0))
+    else:  # grid (head, diagonal), the whole batch of the head in each program
+      grid = (h, 2 * n - 1)
+      per_head = lambda width: pl.BlockSpec((b, None, t, width), lambda j, c: (0, j, 0, 0))
+      valid_spec = pl.BlockSpec((b, 1, t), lambda j, c: (0, 0, 0))
+      tile_spec = pl.BlockSpec((None, None, blk, blk), lambda j, c: (j, c, 0, 0))
     shapes = {name: per_head(d) for name in ("q", "k", "v", "do")}
     shapes.update({name: per_head(1) for name in ("g", "rows", "lse", "delta")})
-    shapes.update(valid=pl.BlockSpec((b, 1, t), lambda j, c: (0, 0, 0)),
-                  bias=pl.BlockSpec((None, None, blk, blk), lambda j, c: (j, c, 0, 0)))
+    shapes.update(valid=valid_spec, bias=tile_spec)
     ins, in_specs = _inputs(spec, args, shapes)
-    dbias = _call(functools.partial(_dbias_kernel, spec=spec, batch=b), spec, (h, 2 * n - 1), in_specs,
-                  pl.BlockSpec((None, None, blk, blk), lambda j, c: (j, c, 0, 0)),
-                  jax.ShapeDtypeStruct(bias.shape, jnp.float32), "wavlm_attention_dbias")(*ins)
+    dbias = _call(functools.partial(_dbias_kernel, spec=spec, batch=b), spec, grid, in_specs, tile_spec,
+                  jax.ShapeDtypeStruct(bias.shape, jnp.float32), "wavlm_attention_dbias",
+                  reduction_last=spec.batch_grid)(*ins)
   return dq, dk, dv, None, dg, dbias, None
 
 
@@ -431,9 +462,10 @@ def _flash_fwd(spec, q, k, v, valid, g, bias, rows):
 _flash.defvjp(_flash_fwd, _backward)
 
 
-def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret):
+def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret, batch_grid: bool | None = None):
   """Flash attention with the tiled bias. q (B, T, H, d) pre-scaled, k, v alike; gate (B, H, T) or None;
-  tiles from `bias_tiles` or None; key_valid (B, T) or None; rows (B, H, T) or None."""
+  tiles from `bias_tiles` or None; key_valid (B, T) or None; rows (B, H, T) or None. batch_grid: the
+  bias gradient's batch reduction as a grid axis (default: on every platform but GPU)."""
   b, t, h, d = q.shape
   tp = _padded(t, block)
   pad = tp - t
@@ -442,7 +474,8 @@ def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret)
   valid = jnp.ones((b, t), jnp.int32) if key_valid is None else key_valid.astype(jnp.int32)
   valid = jnp.pad(valid, ((0, 0), (0, pad)))[:, None, :]
   spec = _Spec(block=block, blocks=tp // block, gated=gate is not None, has_bias=tiles is not None,
-               rate=rate if rows is not None else 0.0, interpret=interpret)
+               rate=rate if rows is not None else 0.0, interpret=interpret,
+               batch_grid=target_platform() != "gpu" if batch_grid is None else batch_grid)
   gate = None if gate is None else column(gate.astype(jnp.float32))
   out = _sharded(functools.partial(_flash, spec), heads_first(q), heads_first(k), heads_first(v), valid,
                  gate, tiles, column(rows))
