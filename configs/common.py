@@ -43,9 +43,12 @@ def run_config(model, data=None, **top):
 
   c.total_steps = 400_000
   c.seed = 1337
-  # PRNG behind dropout, masking and mixing: "threefry2x32" (JAX's default; the same bits however the step
-  # is sharded) or "rbg" / "unsafe_rbg" (XLA's RngBitGenerator, far cheaper on GPU and TPU, as MaxText and
-  # t5x use; "rbg" keeps fold_in/split on threefry). Every choice resumes exactly: keys come from (seed, step).
+  # PRNG behind masking, LayerDrop, mixing and the dropout seeds: "threefry2x32" (JAX's default; the same
+  # bits however the step is sharded) or "rbg" / "unsafe_rbg" (XLA's RngBitGenerator, as MaxText and t5x use;
+  # cheaper per bit, but a sharded step draws the global array on every device unless XLA is told otherwise
+  # (--xla_tpu_spmd_rng_bit_generator_unsafe=1, after which the bits depend on the mesh)). Dropout masks, the
+  # bulk of a step's randomness, are a hash of (seed, element index) whatever the PRNG (layers.dropout), so
+  # threefry costs little here. Every choice resumes exactly: keys come from (seed, step).
   c.prng_impl = "threefry2x32"
   c.log_every = 100
   c.audio_every = 0  # write mixed input examples to TensorBoard every N steps (0: never)

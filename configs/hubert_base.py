@@ -31,7 +31,7 @@ def get_config(arg: str = "it1"):
   model = model_card("hubert_base", num_label_classes=500 if it2 else 100, dtype="bfloat16")
   data = data_config(dataset="librispeech_dir/ls960", crop_seconds=15.6, min_seconds=2.0, batch_size=176,
                      num_threads=16, prefetch=8)
-  c = common.run_config(model, data, total_steps=400_000 if it2 else 250_000, seed=1337, prng_impl="rbg")
+  c = common.run_config(model, data, total_steps=400_000 if it2 else 250_000, seed=1337)
   c.optim.peak_lr, c.optim.warmup, c.optim.clip_norm = 5e-4, 32_000, 10.0
   if not it2:
     c.tokenizer = tokenize_mfcc.get_config("ls960")

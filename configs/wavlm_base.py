@@ -23,6 +23,6 @@ def get_config(arg: str = ""):
   model = model_card("wavlm_base", num_label_classes=500, dtype="bfloat16")
   data = data_config(dataset="librispeech_dir/ls960", crop_seconds=15.6, min_seconds=2.0, batch_size=176,
                      mix_prob=0.2, noise_prob=0.0, num_threads=16, prefetch=8)
-  c = common.run_config(model, data, total_steps=400_000, seed=1337, prng_impl="rbg", audio_every=5000)
+  c = common.run_config(model, data, total_steps=400_000, seed=1337, audio_every=5000)
   c.optim.peak_lr, c.optim.warmup, c.optim.clip_norm = 5e-4, 32_000, 10.0
   return common.runlocal(c) if "runlocal" in words else c

@@ -18,7 +18,7 @@ def get_config(arg: str = ""):
   model = model_card("wavlm_large", num_label_classes=500, dtype="bfloat16")
   data = data_config(dataset="audio_dir/mix94k", crop_seconds=15.6, min_seconds=2.0, batch_size=464,
                      normalize=True, mix_prob=0.2, noise_prob=0.5, noise="noise_dir/dns", num_threads=16, prefetch=8)
-  c = common.run_config(model, data, total_steps=700_000, seed=1337, prng_impl="rbg", audio_every=5000)
+  c = common.run_config(model, data, total_steps=700_000, seed=1337, audio_every=5000)
   c.optim.peak_lr, c.optim.warmup, c.optim.clip_norm = 1.5e-3, 32_000, 1.0
   c.mesh.data, c.mesh.fsdp = -1, 8
   c.sharding = "fsdp"

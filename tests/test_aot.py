@@ -10,6 +10,7 @@ import pytest
 
 from configs import tiny
 from wavlm_jax import aot
+from wavlm_jax.training import mesh as mesh_lib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,6 +80,19 @@ def test_aot_for_a_tpu_topology():
   arguments, state = report.argument_gib * 2 ** 30 - _batch_bytes(4), _state_bytes(_tiny())
   assert state / 2 <= arguments <= state * 2, (arguments, state)
   assert report.flops_per_step > 0 and report.roofline_step_seconds > 0
+
+
+def test_meshes_for_tpu_topologies_with_two_devices_per_chip():
+  # A v4 topology describes each chip's two TensorCores as two devices, which mesh_utils' physical
+  # layout refuses; the mesh is then their order, a chip's cores adjacent on the last axis.
+  reason = _libtpu_reason()
+  if reason:
+    pytest.skip(reason)
+  devices, chip = aot.devices_for("v4:2x2x4", None)
+  mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 16}, devices)
+  assert chip == "v4" and dict(mesh.shape) == {"data": 2, "fsdp": 16, "tensor": 1}
+  assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in devices)
+  assert mesh_lib.make_mesh({"data": -1}, aot.devices_for("v5e:4x4", None)[0]).devices.size == 16
 
 
 def test_positional_conv_auto_follows_the_devices_compiled_for():

@@ -57,7 +57,7 @@ def _assert_close(got, want, tol, skip=()):
 
 CASES = [  # (T, heads, lengths, gated, bias, dropout)
     (63, 2, None, True, True, 0.0),  # one frame short of two blocks
-    (64, 4, (64, 37), False, True, 0.0),  # exactly two blocks, padded keys, un-gated bucket bias (ILS-SSL)
+    (64, 4, (0, 37), False, True, 0.0),  # two blocks, un-gated bucket bias (ILS-SSL), a row without frames
     (200, 3, (200, 130), True, True, 0.1),  # seven blocks, padding, attention dropout
     (50, 2, (50, 21), False, False, 0.2),  # no relative bias (HuBERT)
 ]
@@ -128,6 +128,26 @@ def test_dropout_mask_rate_determinism_and_independence():
   assert abs(np.asarray(fa.keep_mask(rows[..., None], keys, 0.5)).mean() - 0.5) < 0.003
 
 
+def test_activation_dropout_is_a_hash_the_same_on_every_mesh():
+  # layers.dropout (the encoder's and projection's dropout) hashes (seed, flat index): the rate, independent
+  # neighbours and keys, deterministic, and the same mask when the array is sharded over 8 devices.
+  from wavlm_jax.models import layers
+  x = jnp.ones((8, 96, 64))
+  key = jax.random.key(3)
+  keep = np.asarray(layers.dropout(x, 0.1, key)) != 0
+  assert abs(keep.mean() - 0.9) < 0.005 and abs((keep[:, 1:] & keep[:, :-1]).mean() - 0.81) < 0.01
+  assert abs((keep[..., 1:] & keep[..., :-1]).mean() - 0.81) < 0.01
+  assert abs((keep == (np.asarray(layers.dropout(x, 0.1, jax.random.key(4))) != 0)).mean() - 0.82) < 0.01
+  np.testing.assert_allclose(np.asarray(layers.dropout(x, 0.1, key))[keep], 1 / 0.9, rtol=1e-6)
+  mesh = Mesh(np.array(jax.devices("cpu")[:8]).reshape(4, 2), ("data", "model"))
+  sharded = jax.device_put(x, jax.NamedSharding(mesh, jax.P("data", None, "model")))
+  out = jax.jit(lambda a: layers.dropout(a, 0.1, key))(sharded)
+  assert out.sharding.spec == jax.P("data", None, "model")
+  np.testing.assert_array_equal(np.asarray(out) != 0, keep)
+  rbg = layers.dropout(x, 0.1, jax.random.key(3, impl="rbg"))
+  assert abs(float(jnp.mean(rbg != 0)) - 0.9) < 0.005
+
+
 def test_kernels_under_a_sharded_mesh_equal_the_unsharded_call():
   # The Pallas call runs per device under shard_map (batch rows on "data", heads on "model"); dropout draws
   # from global (row, head) indices, so the sharded result is the unsharded one.
@@ -182,3 +202,8 @@ def test_auto_follows_the_platform_and_bad_values_are_refused():
     config_lib.model_card("tiny", attention_impl="flash")
   with pytest.raises(ValueError, match="attention_block"):
     config_lib.model_card("tiny", attention_block=48)
+  fa._check_block(128, 64, "tpu"), fa._check_block(64, 64, "gpu"), fa._check_block(16, 8, None)
+  with pytest.raises(ValueError, match="attention_block=64"):
+    fa._check_block(64, 64, "tpu")
+  with pytest.raises(ValueError, match="head size 48"):
+    fa._check_block(64, 48, "gpu")

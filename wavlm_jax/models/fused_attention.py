@@ -29,30 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wavlm_jax.models import config as config_lib, partitioning
+from wavlm_jax.models import config as config_lib, layers, partitioning
 from wavlm_jax.models.position import _offset_buckets, relative_position_bias
 
 _MASK = float(np.finfo(np.float32).min)  # padded keys' logit, as in the reference implementations
 
 # ----------------------------------------------------------------------------------------------
-# Dropout from a counter-based hash.
+# Dropout from a counter-based hash (layers.fmix32).
 # ----------------------------------------------------------------------------------------------
-_M1, _M2, _GOLDEN = -2048144789, -1028477387, -1640531527  # 0x85ebca6b, 0xc2b2ae35, 0x9e3779b9 as int32
-
-
-def _fmix(x: jax.Array) -> jax.Array:
-  """MurmurHash3's 32-bit finaliser on int32 (wrapping multiplies, logical shifts): a bijection whose
-  every output bit depends on every input bit."""
-  x = x ^ lax.shift_right_logical(x, 16)
-  x = x * _M1
-  x = x ^ lax.shift_right_logical(x, 13)
-  x = x * _M2
-  return x ^ lax.shift_right_logical(x, 16)
-
-
-def seed_from_key(key: jax.Array) -> jax.Array:
-  """An int32 scalar seed from a JAX PRNG key (any implementation: threefry, rbg, unsafe_rbg)."""
-  return lax.bitcast_convert_type(jax.random.bits(key, (), jnp.uint32), jnp.int32)
+_fmix, seed_from_key, _M2, _GOLDEN = layers.fmix32, layers.seed_from_key, layers.HASH_M2, layers.HASH_GOLDEN
 
 
 def row_seeds(seed: jax.Array, batch: int, heads: int, length: int) -> jax.Array:
@@ -62,14 +47,10 @@ def row_seeds(seed: jax.Array, batch: int, heads: int, length: int) -> jax.Array
   return _fmix(stream[:, :, None] + jnp.arange(length, dtype=jnp.int32) * _GOLDEN)
 
 
-def _keep_threshold(rate: float) -> int:
-  return int(round((1.0 - rate) * (1 << 24)))
-
-
 def keep_mask(rows: jax.Array, keys: jax.Array, rate: float) -> jax.Array:
   """Dropout keep decisions for row seeds `rows` (..., 1) and global key indices `keys` (..., K)."""
   bits = _fmix(rows ^ (keys * _M2))
-  return lax.shift_right_logical(bits, 8) < _keep_threshold(rate)
+  return lax.shift_right_logical(bits, 8) < layers.keep_threshold(rate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +170,11 @@ class _Tile:
     s = _nt(q, k)
     if spec.has_bias:
       s = s + (g * bias_tile if spec.gated else bias_tile)
-    self.s = jnp.where(valid != 0, s, _MASK)
+    # valid: 1 a key, 0 a padded key (the fp32 minimum, as in the reference), 2 a key of a batch row
+    # without any valid key, whose logits are then all equal in the reference (uniform attention over
+    # its T frames); a constant 0 here, so that the statistics stay exact in both passes.
+    self.s = jnp.where(valid == 1, s, jnp.where(valid == 2, 0.0, _MASK))
+    self.valid = valid
     self.keep = None
     if spec.dropout:
       keys = kb * spec.block + lax.broadcasted_iota(jnp.int32, s.shape, 1)
@@ -203,8 +188,9 @@ class _Tile:
     return jnp.where(self.keep, x * (1.0 / (1.0 - self.spec.rate)), 0.0)
 
   def grad_logits(self, p, do, v, delta):
-    """dS = P * (dP - delta) for dP the gradient of the dropped probabilities."""
-    return p * (self.dropped(_nt(do, v)) - delta)
+    """dS = P * (dP - delta) for dP the gradient of the dropped probabilities; none flows to a masked
+    logit (which is a constant)."""
+    return jnp.where(self.valid == 1, p * (self.dropped(_nt(do, v)) - delta), 0.0)
 
 
 _ORDER = ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta")
@@ -462,16 +448,29 @@ def _flash_fwd(spec, q, k, v, valid, g, bias, rows):
 _flash.defvjp(_flash_fwd, _backward)
 
 
+def _check_block(block: int, head_dim: int, platform: str | None) -> None:
+  """What the compiled kernels need of the tiles: TPU blocks put key blocks on the 128-wide lane axis;
+  Triton's matmuls want blocks of at least 16 and power-of-two head sizes."""
+  if platform == "tpu" and block % 128:
+    raise ValueError(f"model.attention_block={block}: the TPU kernels need a multiple of 128")
+  if platform == "gpu" and (block < 16 or head_dim < 16 or head_dim & (head_dim - 1)):
+    raise ValueError(f"model.attention_block={block}, head size {head_dim}: the GPU kernels need a block of at "
+                     "least 16 and a power-of-two head size of at least 16 (use attention_impl='chunked')")
+
+
 def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret, batch_grid: bool | None = None):
   """Flash attention with the tiled bias. q (B, T, H, d) pre-scaled, k, v alike; gate (B, H, T) or None;
   tiles from `bias_tiles` or None; key_valid (B, T) or None; rows (B, H, T) or None. batch_grid: the
   bias gradient's batch reduction as a grid axis (default: on every platform but GPU)."""
   b, t, h, d = q.shape
+  _check_block(block, d, None if interpret else target_platform())
   tp = _padded(t, block)
   pad = tp - t
   heads_first = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, 0), (0, pad), (0, 0)))
   column = lambda x: None if x is None else jnp.pad(x, ((0, 0), (0, 0), (0, pad)))[..., None]
   valid = jnp.ones((b, t), jnp.int32) if key_valid is None else key_valid.astype(jnp.int32)
+  if key_valid is not None:  # rows without a valid key: uniform over the T frames (see _Tile)
+    valid = jnp.where(jnp.any(key_valid, axis=1, keepdims=True), valid, 2)
   valid = jnp.pad(valid, ((0, 0), (0, pad)))[:, None, :]
   spec = _Spec(block=block, blocks=tp // block, gated=gate is not None, has_bias=tiles is not None,
                rate=rate if rows is not None else 0.0, interpret=interpret,

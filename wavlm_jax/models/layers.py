@@ -96,11 +96,47 @@ def gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x.astype(jnp.float32), approximate=False).astype(x.dtype)
 
 
+HASH_M1, HASH_M2, HASH_GOLDEN = -2048144789, -1028477387, -1640531527  # 0x85ebca6b, 0xc2b2ae35, 0x9e3779b9
+
+
+def fmix32(x: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finaliser on int32 (wrapping multiplies, logical shifts): a bijection whose
+  every output bit depends on every input bit."""
+  x = x ^ jax.lax.shift_right_logical(x, 16)
+  x = x * HASH_M1
+  x = x ^ jax.lax.shift_right_logical(x, 13)
+  x = x * HASH_M2
+  return x ^ jax.lax.shift_right_logical(x, 16)
+
+
+def seed_from_key(key: jax.Array) -> jax.Array:
+  """An int32 scalar seed from a JAX PRNG key (any implementation: threefry, rbg, unsafe_rbg)."""
+  return jax.lax.bitcast_convert_type(jax.random.bits(key, (), jnp.uint32), jnp.int32)
+
+
+def keep_threshold(rate: float) -> int:
+  """Keep an element when the top 24 bits of its hash are below this: probability 1 - rate."""
+  return int(round((1.0 - rate) * (1 << 24)))
+
+
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-  """Inverted dropout; the identity when `key` is None (inference) or the rate is 0."""
+  """Inverted dropout; the identity when `key` is None (inference) or the rate is 0.
+
+  The mask is a counter-based hash of (seed from `key`, the element's flat index), as attention dropout
+  (docs/model.md#fused-attention): a few integer operations per element whatever the PRNG, partitioned
+  with the array under any sharding (iota), the same bits on every mesh and platform, and deterministic
+  for a key (exact resume). A draw of (B, T, E) bits from the PRNG instead dominated dropout's cost on
+  GPU with threefry, and with rbg a sharded step drew the whole global batch on every device."""
   if key is None or rate <= 0.0:
     return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  index = jnp.zeros(x.shape, jnp.int32)
+  stride = 1
+  for axis in reversed(range(x.ndim)):  # the row-major flat index, mod 2^32 (int32 arithmetic wraps)
+    wrapped = (stride + (1 << 31)) % (1 << 32) - (1 << 31)
+    index = index + jax.lax.broadcasted_iota(jnp.int32, x.shape, axis) * jnp.int32(wrapped)
+    stride *= x.shape[axis]
+  bits = fmix32(seed_from_key(key) ^ fmix32(index * HASH_GOLDEN + 1))
+  keep = jax.lax.shift_right_logical(bits, 8) < keep_threshold(rate)
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 

@@ -14,6 +14,7 @@ import math
 from typing import Mapping, Sequence
 
 import jax
+import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -48,8 +49,16 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence | None = None) -> Mesh
   if math.prod(sizes) != len(devices):
     raise ValueError(f"mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices, there are {len(devices)}")
   # TPU slices: devices ordered along the physical interconnect; a mesh axis that is not a product of whole
-  # physical axes (fsdp=8 on a 4x4 v5e) may split one rather than fail. Other platforms: a reshape.
-  return Mesh(mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True), AXES)
+  # physical axes (fsdp=8 on a 4x4 v5e) may split one rather than fail. Other platforms: a reshape. So are
+  # TPU devices that are not one per chip (v4's two TensorCores as two devices, as a v4 topology describes
+  # them to an ahead-of-time compile), which mesh_utils refuses: in their order, a chip's cores adjacent.
+  try:
+    grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+  except AssertionError as e:
+    if "one device per chip" not in str(e):
+      raise
+    grid = np.array(devices, dtype=object).reshape(sizes)
+  return Mesh(grid, AXES)
 
 
 def rules_for(preset: str | Mapping[str, object]) -> dict[str, object]:
