@@ -84,7 +84,7 @@ def test_aot_for_a_tpu_topology():
 
 def test_meshes_for_tpu_topologies_with_two_devices_per_chip():
   # A v4 topology describes each chip's two TensorCores as two devices, which mesh_utils' physical
-  # layout refuses; the mesh is then their order, a chip's cores adjacent on the last axis.
+  # layout refuses; the mesh then takes the chips in order, a chip's two cores adjacent.
   reason = _libtpu_reason()
   if reason:
     pytest.skip(reason)
@@ -92,6 +92,8 @@ def test_meshes_for_tpu_topologies_with_two_devices_per_chip():
   mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 16}, devices)
   assert chip == "v4" and dict(mesh.shape) == {"data": 2, "fsdp": 16, "tensor": 1}
   assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in devices)
+  pairs = mesh.devices.reshape(-1, 2)
+  assert all(a.coords == b.coords and a.core_on_chip != b.core_on_chip for a, b in pairs)
   assert mesh_lib.make_mesh({"data": -1}, aot.devices_for("v5e:4x4", None)[0]).devices.size == 16
 
 

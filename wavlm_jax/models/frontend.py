@@ -75,7 +75,8 @@ class FeatureExtractor(nnx.Module):
 
     With `remat="full"` each block runs under `jax.checkpoint`: the backward pass keeps the blocks'
     outputs only and recomputes their insides (the first block's output has 64 times the encoder's frames,
-    512 channels each; WavLM Large's step on 16 v5e chips drops from 16.1 to 12.7 GiB per chip), for one
+    512 channels each; WavLM Large's step on 16 v5e chips drops from 16.1 to 12.7 GiB per chip,
+    bench/measured/aot_large_v5e_variants.json), for one
     more forward of the frontend: 4.9 GFLOP per audio-second, +4 % of Large's step, +11 % of Base's.
     (Checkpointing the whole frontend as well recomputes it twice and, as XLA schedules it, needs more.)"""
     x = waveforms[..., None].astype(jnp.dtype(self.dtype))

@@ -51,13 +51,14 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence | None = None) -> Mesh
   # TPU slices: devices ordered along the physical interconnect; a mesh axis that is not a product of whole
   # physical axes (fsdp=8 on a 4x4 v5e) may split one rather than fail. Other platforms: a reshape. So are
   # TPU devices that are not one per chip (v4's two TensorCores as two devices, as a v4 topology describes
-  # them to an ahead-of-time compile), which mesh_utils refuses: in their order, a chip's cores adjacent.
+  # them to an ahead-of-time compile), which mesh_utils refuses: chips in physical order, a chip's cores adjacent.
   try:
     grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
   except AssertionError as e:
     if "one device per chip" not in str(e):
       raise
-    grid = np.array(devices, dtype=object).reshape(sizes)
+    chip_major = sorted(devices, key=lambda d: (tuple(reversed(d.coords)), d.core_on_chip))
+    grid = np.array(chip_major, dtype=object).reshape(sizes)
   return Mesh(grid, AXES)
 
 
