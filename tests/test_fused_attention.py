@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from wavlm_jax.models import config as config_lib, fused_attention as fa, params, partitioning, wavlm
+from wavlm_jax.models import config as config_lib, fused_attention as fa, layers, params, partitioning, wavlm
 
 NUM_BUCKETS, MAX_DISTANCE = 16, 40
 
@@ -123,7 +123,7 @@ def test_dropout_mask_rate_determinism_and_independence():
     assert abs((a & b).mean() - 0.01) < 0.002  # neighbouring queries, keys, rows, heads: uncorrelated
   # Keys from different PRNG implementations give seeds, and the rate is what was asked.
   for impl in ("threefry2x32", "rbg", "unsafe_rbg"):
-    seed = fa.seed_from_key(jax.random.key(0, impl=impl))
+    seed = layers.seed_from_key(jax.random.key(0, impl=impl))
     assert seed.dtype == jnp.int32
   assert abs(np.asarray(fa.keep_mask(rows[..., None], keys, 0.5)).mean() - 0.5) < 0.003
 
@@ -131,7 +131,6 @@ def test_dropout_mask_rate_determinism_and_independence():
 def test_activation_dropout_is_a_hash_the_same_on_every_mesh():
   # layers.dropout (the encoder's and projection's dropout) hashes (seed, flat index): the rate, independent
   # neighbours and keys, deterministic, and the same mask when the array is sharded over 8 devices.
-  from wavlm_jax.models import layers
   x = jnp.ones((8, 96, 64))
   key = jax.random.key(3)
   keep = np.asarray(layers.dropout(x, 0.1, key)) != 0

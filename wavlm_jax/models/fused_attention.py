@@ -37,19 +37,16 @@ _MASK = float(np.finfo(np.float32).min)  # padded keys' logit, as in the referen
 # ----------------------------------------------------------------------------------------------
 # Dropout from a counter-based hash (layers.fmix32).
 # ----------------------------------------------------------------------------------------------
-_fmix, seed_from_key, _M2, _GOLDEN = layers.fmix32, layers.seed_from_key, layers.HASH_M2, layers.HASH_GOLDEN
-
-
 def row_seeds(seed: jax.Array, batch: int, heads: int, length: int) -> jax.Array:
   """(B, H, T) int32: one well-mixed stream per (batch row, head, query), from global indices."""
   bh = (jnp.arange(batch, dtype=jnp.int32)[:, None] * heads + jnp.arange(heads, dtype=jnp.int32)[None, :])
-  stream = _fmix(seed ^ _fmix(bh * _GOLDEN + 1))
-  return _fmix(stream[:, :, None] + jnp.arange(length, dtype=jnp.int32) * _GOLDEN)
+  stream = layers.fmix32(seed ^ layers.fmix32(bh * layers.HASH_GOLDEN + 1))
+  return layers.fmix32(stream[:, :, None] + jnp.arange(length, dtype=jnp.int32) * layers.HASH_GOLDEN)
 
 
 def keep_mask(rows: jax.Array, keys: jax.Array, rate: float) -> jax.Array:
   """Dropout keep decisions for row seeds `rows` (..., 1) and global key indices `keys` (..., K)."""
-  bits = _fmix(rows ^ (keys * _M2))
+  bits = layers.fmix32(rows ^ (keys * layers.HASH_M2))
   return lax.shift_right_logical(bits, 8) < layers.keep_threshold(rate)
 
 
@@ -522,7 +519,7 @@ def attend(impl: str, q, k, v, gate, bias, key_valid, *, rate: float = 0.0, key:
   b, t, h, _ = q.shape
   rows = None
   if key is not None and rate > 0.0:
-    rows = row_seeds(seed_from_key(key), b, h, t)
+    rows = row_seeds(layers.seed_from_key(key), b, h, t)
   if impl == "xla":
     return _dense_block(q, k, v, gate, bias, key_valid, rows, rate)
   if impl == "chunked":
