@@ -60,10 +60,15 @@ def main():
   p.add_argument("--shapes", default="2x780,8x250")
   p.add_argument("--heads", type=int, default=12)
   p.add_argument("--impls", default="xla,chunked,pallas")
-  p.add_argument("--block", type=int, default=128)
+  p.add_argument("--block", type=int, default=0, help="tile frames; 0: the platform's (128; 64 on GPU)")
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--out", default="bench/results/attention.json")
   args = p.parse_args()
+  if not args.block:
+    import jax
+
+    from wavlm_jax.models import config as config_lib
+    args.block = config_lib.attention_block_for(jax.default_backend())
 
   rows = []
   for shape in args.shapes.split(","):

@@ -5,6 +5,7 @@ relative embedding table), with padding, with and without the gate and the bias,
 model's training step."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -191,12 +192,50 @@ def test_model_training_step_with_pallas_equals_xla():
   assert gates and all(float(jnp.max(jnp.abs(ga[n]))) > 0 for n in gates)
 
 
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bias):
+  # Ahead of time, as for a pod: the compiled kernels' lowering (Pallas to Triton IR for CUDA, to Mosaic for
+  # TPU) runs on this CPU host, at the platform's tile and the GPU's warps per kernel, for a bf16 step with
+  # padding and dropout. bench/triton_kernels.py compiles the Triton IR on to sm_90 machine code; the TPU
+  # step compiles with libtpu in bench/scaling.py.
+  monkeypatch.setattr(fa, "target_platform", lambda: platform)
+  b, t, h, d = 2, 200, 4, 64
+
+  def loss(q, k, v, gate, table, lengths, key):
+    valid = jnp.arange(t)[None] < lengths[:, None]
+    tiles = fa.position_bias_for("auto", table, t, 320, 800) if bias else None
+    out = fa.attend("auto", q, k, v, gate if bias else None, tiles, valid, rate=0.1, key=key)
+    return jnp.sum(out.astype(jnp.float32) ** 2)
+
+  qkv = jax.ShapeDtypeStruct((b, t, h, d), jnp.bfloat16)
+  args = (qkv, qkv, qkv, jax.ShapeDtypeStruct((b, h, t), jnp.float32), jax.ShapeDtypeStruct((320, h), jnp.float32),
+          jax.ShapeDtypeStruct((b,), jnp.int32), jax.random.key(0))
+  target = {"gpu": "cuda", "tpu": "tpu"}[platform]
+  text = jax.jit(jax.grad(loss, argnums=range(5))).trace(*args).lower(lowering_platforms=(target,)).as_text()
+  kernels = ["fwd", "dkdv", "dq"] + (["dbias"] if bias else [])
+  if platform == "gpu":
+    calls = re.findall(r'custom_call @__gpu\$xla\.gpu\.triton\(.*?grid_x = (\d+) : i32, grid_y = (\d+) : i32, '
+                       r'grid_z = (\d+) : i32.*?name = "wavlm_attention_(\w+)", num_stages = 2 : i32, '
+                       r'num_warps = (\d+) : i32', text)
+    n = -(-t // 64)  # the GPU's 64-frame tiles
+    want = {"fwd": (b, h, n, 4), "dkdv": (b, h, n, 8), "dq": (b, h, n, 4), "dbias": (h, 2 * n - 1, 1, 4)}
+    assert {c[3]: tuple(map(int, c[:3] + c[4:])) for c in calls} == {k: want[k] for k in kernels}
+    assert len(calls) == len(kernels)
+  else:
+    assert text.count("custom_call @tpu_custom_call(") == len(kernels)
+    assert sorted(re.findall(r'kernel_name = "wavlm_attention_(\w+)"', text)) == sorted(kernels)
+
+
 def test_auto_follows_the_platform_and_bad_values_are_refused():
   tiny = config_lib.model_card("tiny")
   assert tiny.attention_impl == "auto"
   assert config_lib.for_platform(tiny, "tpu").attention_impl == "pallas"
   assert config_lib.for_platform(tiny, "gpu").attention_impl == "pallas"
   assert config_lib.for_platform(tiny, "cpu").attention_impl == "xla"
+  assert tiny.attention_block == 0 and [config_lib.for_platform(tiny, p).attention_block
+                                        for p in ("tpu", "gpu", "cpu")] == [128, 64, 128]
+  assert config_lib.for_platform(config_lib.model_card("tiny", attention_block=256), "gpu").attention_block == 256
   with pytest.raises(ValueError, match="attention_impl"):
     config_lib.model_card("tiny", attention_impl="flash")
   with pytest.raises(ValueError, match="attention_block"):

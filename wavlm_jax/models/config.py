@@ -48,7 +48,8 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.attention_impl = "auto"  # "xla" (logits and probabilities in memory), "chunked" (query blocks under
   # lax.map, recomputed backward), "pallas" (fused flash-attention kernels with the gated bias; interpreted
   # on CPU), "auto" (pallas on GPU/TPU, xla on CPU; resolved like conv_pos_impl)
-  c.attention_block = 128  # query/key tile (frames) of the chunked and pallas paths
+  c.attention_block = 0  # query/key tile (frames) of the chunked and pallas paths; 0: per platform (128 on
+  # TPU, whose lanes are 128 wide; 64 on GPU, where 128-frame tiles spill registers: bench/triton_kernels.py)
   c.relative_position = "gated"  # "none" (HuBERT), "bucket" (ILS-SSL), "gated" (WavLM).
   c.num_buckets = 320
   c.max_distance = 800
@@ -96,8 +97,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     bad("conv_pos_impl", "must be auto, conv or matmul")
   if c.attention_impl not in ATTENTION_IMPLS:
     bad("attention_impl", f"must be one of {ATTENTION_IMPLS}")
-  if c.attention_block < 8 or c.attention_block & (c.attention_block - 1):
-    bad("attention_block", "must be a power of two, at least 8")
+  if c.attention_block and (c.attention_block < 8 or c.attention_block & (c.attention_block - 1)):
+    bad("attention_block", "must be 0 (per platform) or a power of two, at least 8")
   if c.remat not in REMAT_POLICIES:
     bad("remat", f"must be one of {REMAT_POLICIES}")
   if not len(c.conv_dim) == len(c.conv_kernel) == len(c.conv_stride):
@@ -127,10 +128,17 @@ def attention_impl_for(platform: str) -> str:
   return "xla" if platform == "cpu" else "pallas"
 
 
+def attention_block_for(platform: str) -> int:
+  """The attention tile for a platform: TPU kernels put key blocks on the 128-wide lane axis; on GPU (sm_90)
+  ptxas spills registers in every kernel at 128 frames and in none at 64 (bench/triton_kernels.py)."""
+  return 64 if platform == "gpu" else 128
+
+
 def for_platform(c: ml_collections.ConfigDict, platform: str) -> ml_collections.ConfigDict:
-  """The config with its platform-dependent choices ("auto") resolved for `platform`: that of the devices
-  a step is built for, which for an ahead-of-time TPU compile on a CPU host is "tpu", not the host's."""
-  if c.conv_pos_impl != "auto" and c.attention_impl != "auto":
+  """The config with its platform-dependent choices ("auto", attention_block 0) resolved for `platform`:
+  that of the devices a step is built for, which for an ahead-of-time TPU compile on a CPU host is "tpu",
+  not the host's."""
+  if c.conv_pos_impl != "auto" and c.attention_impl != "auto" and c.attention_block:
     return c
   out = c.copy_and_resolve_references()
   with out.unlocked():
@@ -138,6 +146,8 @@ def for_platform(c: ml_collections.ConfigDict, platform: str) -> ml_collections.
       out.conv_pos_impl = conv_pos_impl_for(platform)
     if out.attention_impl == "auto":
       out.attention_impl = attention_impl_for(platform)
+    if not out.attention_block:
+      out.attention_block = attention_block_for(platform)
   return out
 
 

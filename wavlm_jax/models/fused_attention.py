@@ -336,13 +336,19 @@ def _ds(index, size):
   return pl.ds(pl.multiple_of(index * size, size), size)
 
 
+# Warps per GPU program at the 64-frame tile: the fewest with which ptxas (sm_90) spills no register (the dk,
+# dv kernel keeps two (block, d) fp32 accumulators and recomputes P and dS: 84 bytes spilled per thread with
+# 4 warps, none with 8); fewer warps leave registers for more resident programs (bench/triton_kernels.py).
+_GPU_WARPS = {"wavlm_attention_dkdv": 8}
+
+
 def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, reduction_last: bool = False):
   from jax.experimental import pallas as pl
   params = None
   platform = None if spec.interpret else target_platform()
   if platform == "gpu":
     from jax.experimental.pallas import triton as plgpu
-    params = plgpu.CompilerParams(num_warps=4, num_stages=2)
+    params = plgpu.CompilerParams(num_warps=_GPU_WARPS.get(name, 4), num_stages=2)
   elif platform == "tpu":  # independent programs may be split across a chip's TensorCores (v4, v5p)
     from jax.experimental.pallas import tpu as pltpu
     semantics = ["parallel"] * len(grid)
@@ -507,15 +513,17 @@ def target_platform() -> str:
 
 
 def attend(impl: str, q, k, v, gate, bias, key_valid, *, rate: float = 0.0, key: jax.Array | None = None,
-           block: int = 128):
+           block: int = 0):
   """Multi-head attention with the (gated) relative position bias.
 
   q, k, v: (B, T, H, d), q already scaled by d^-1/2. gate: (B, H, T) or None (un-gated). bias: what
   `position_bias_for(impl, ...)` returned (None: no relative position bias). key_valid: (B, T) bool or
-  None. rate, key: attention dropout (off when key is None). Returns (B, T, H, d) in v's dtype.
+  None. rate, key: attention dropout (off when key is None). block: the tile (0: the platform's, as
+  `position_bias_for`). Returns (B, T, H, d) in v's dtype.
   """
   if impl == "auto":
     impl = config_lib.attention_impl_for(target_platform())
+  block = block or config_lib.attention_block_for(target_platform())
   b, t, h, _ = q.shape
   rows = None
   if key is not None and rate > 0.0:
@@ -531,10 +539,12 @@ def attend(impl: str, q, k, v, gate, bias, key_valid, *, rate: float = 0.0, key:
 
 
 def position_bias_for(impl: str, table: jax.Array, length: int, num_buckets: int, max_distance: int,
-                      block: int = 128) -> jax.Array:
-  """The bias structure `attend` takes for `impl`: (H, T, T) for xla/chunked, tiles for pallas."""
+                      block: int = 0) -> jax.Array:
+  """The bias structure `attend` takes for `impl`: (H, T, T) for xla/chunked, tiles of `block` frames (0:
+  the platform's) for pallas."""
   if impl == "auto":
     impl = config_lib.attention_impl_for(target_platform())
+  block = block or config_lib.attention_block_for(target_platform())
   if impl == "pallas":
     return bias_tiles(table, length, num_buckets, max_distance, block)
   return relative_position_bias(table, length, num_buckets, max_distance)
