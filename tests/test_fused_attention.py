@@ -197,7 +197,7 @@ def test_model_training_step_with_pallas_equals_xla():
 def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bias):
   # Ahead of time, as for a pod: the compiled kernels' lowering (Pallas to Triton IR for CUDA, to Mosaic for
   # TPU) runs on this CPU host, at the platform's tile and the GPU's warps per kernel, for a bf16 step with
-  # padding and dropout. bench/triton_kernels.py compiles the Triton IR on to sm_90 machine code; the TPU
+  # padding and dropout (200 frames, two 128-frame tiles on TPU). bench/triton_kernels.py compiles the Triton IR on to sm_90 machine code; the TPU
   # step compiles with libtpu in bench/scaling.py.
   monkeypatch.setattr(fa, "target_platform", lambda: platform)
   b, t, h, d = 2, 200, 4, 64
@@ -222,9 +222,11 @@ def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bia
     want = {"fwd": (b, h, n, 4), "dkdv": (b, h, n, 8), "dq": (b, h, n, 4), "dbias": (h, 2 * n - 1, 1, 4)}
     assert {c[3]: tuple(map(int, c[:3] + c[4:])) for c in calls} == {k: want[k] for k in kernels}
     assert len(calls) == len(kernels)
-  else:
+  else:  # each kernel tells the scheduler its FLOPs: 2 per multiply-add of its matmuls on every tile
     assert text.count("custom_call @tpu_custom_call(") == len(kernels)
-    assert sorted(re.findall(r'kernel_name = "wavlm_attention_(\w+)"', text)) == sorted(kernels)
+    costs = re.findall(r'cost_estimate.{0,80}?flops\\22:(\d+).*?kernel_name = "wavlm_attention_(\w+)"', text)
+    matmuls = {"fwd": 2, "dkdv": 4, "dq": 3, "dbias": 2}
+    assert {k: int(f) for f, k in costs} == {k: 2 * matmuls[k] * b * h * 256 ** 2 * d for k in kernels}
 
 
 def test_auto_follows_the_platform_and_bad_values_are_refused():

@@ -342,7 +342,29 @@ def _ds(index, size):
 _GPU_WARPS = {"wavlm_attention_dkdv": 8}
 
 
-def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, reduction_last: bool = False):
+# Per kernel: matmuls per (query block, key block) tile, and how many times it moves a (B, H, T, d) tensor
+# and a (B, H, T) fp32 column through memory (the bias gradient's programs read q, k, v and dO once per
+# block diagonal).
+_TRAFFIC = {"wavlm_attention_fwd": (2, 4, 4), "wavlm_attention_dkdv": (4, 6, 4),
+            "wavlm_attention_dq": (3, 5, 5), "wavlm_attention_dbias": (2, 4, 4)}
+
+
+def _cost(name: str, spec: _Spec, q):
+  """The kernel's FLOPs, exponentials and bytes for the compiler's scheduler, which otherwise takes a custom
+  call for free when it overlaps collectives (an fsdp step's all-gathers) with compute."""
+  from jax.experimental import pallas as pl
+  b, h, t, d = q.shape
+  matmuls, tensors, columns = _TRAFFIC[name]
+  diagonals = 2 * spec.blocks - 1
+  passes = diagonals if name == "wavlm_attention_dbias" else 1
+  moved = passes * (tensors * q.size * q.dtype.itemsize + columns * b * h * t * 4)
+  moved += (h if name == "wavlm_attention_dbias" else b * h) * diagonals * spec.block ** 2 * 4  # bias tiles
+  return pl.CostEstimate(flops=int(2 * matmuls * b * h * t * t * d), transcendentals=int(b * h * t * t),
+                         bytes_accessed=int(moved))
+
+
+def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, reduction_last: bool = False,
+          cost=None):
   from jax.experimental import pallas as pl
   params = None
   platform = None if spec.interpret else target_platform()
@@ -356,7 +378,8 @@ def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, reduc
       semantics[-1] = "arbitrary"
     params = pltpu.CompilerParams(dimension_semantics=tuple(semantics))
   return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-                        interpret=spec.interpret, compiler_params=params, name=name)
+                        interpret=spec.interpret, compiler_params=params, name=name,
+                        cost_estimate=None if spec.interpret else cost)
 
 
 def _inputs(spec: _Spec, args: dict, shapes: dict):
@@ -378,7 +401,8 @@ def _forward(spec: _Spec, q, k, v, valid, g, bias, rows):
   args, in_specs = _inputs(spec, dict(q=q, k=k, v=v, valid=valid, g=g, bias=bias, rows=rows), shapes)
   out_shape = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((b, h, t, 1), jnp.float32))
   return _call(functools.partial(_forward_kernel, spec=spec), spec, (b, h, n), in_specs,
-               (row_block(d), row_block(1)), out_shape, "wavlm_attention_fwd")(*args)
+               (row_block(d), row_block(1)), out_shape, "wavlm_attention_fwd",
+               cost=_cost("wavlm_attention_fwd", spec, q))(*args)
 
 
 def _backward(spec: _Spec, res, do):
@@ -401,7 +425,7 @@ def _backward(spec: _Spec, res, do):
   dk, dv = _call(functools.partial(_dkdv_kernel, spec=spec), spec, (b, h, n), in_specs,
                  (row_block(d), row_block(d)),
                  (jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)),
-                 "wavlm_attention_dkdv")(*ins)
+                 "wavlm_attention_dkdv", cost=_cost("wavlm_attention_dkdv", spec, q))(*ins)
   # dq and the gate's gradient: program (b, h, query block), looping over key blocks.
   shapes = {name: full(d) for name in ("k", "v")}
   shapes.update({name: row_block(1) for name in ("g", "rows", "lse", "delta")})
@@ -413,7 +437,7 @@ def _backward(spec: _Spec, res, do):
     out_specs.append(row_block(1))
     out_shape.append(jax.ShapeDtypeStruct((b, h, t, 1), jnp.float32))
   dq_dg = _call(functools.partial(_dq_kernel, spec=spec), spec, (b, h, n), in_specs, tuple(out_specs),
-                tuple(out_shape), "wavlm_attention_dq")(*ins)
+                tuple(out_shape), "wavlm_attention_dq", cost=_cost("wavlm_attention_dq", spec, q))(*ins)
   dq, dg = (dq_dg[0], dq_dg[1] if spec.gated else None)
   # The bias tiles' gradient: program (h, tile), looping over the batch and the tile's diagonal.
   dbias = None
@@ -434,7 +458,7 @@ def _backward(spec: _Spec, res, do):
     ins, in_specs = _inputs(spec, args, shapes)
     dbias = _call(functools.partial(_dbias_kernel, spec=spec, batch=b), spec, grid, in_specs, tile_spec,
                   jax.ShapeDtypeStruct(bias.shape, jnp.float32), "wavlm_attention_dbias",
-                  reduction_last=spec.batch_grid)(*ins)
+                  reduction_last=spec.batch_grid, cost=_cost("wavlm_attention_dbias", spec, q))(*ins)
   return dq, dk, dv, None, dg, dbias, None
 
 
