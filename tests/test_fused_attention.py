@@ -79,22 +79,22 @@ def test_kernels_and_chunked_equal_xla(t, heads, lengths, gated, bias, rate):
     assert float(jnp.max(jnp.abs(want["gate"]))) > 1e-3 and float(jnp.max(jnp.abs(want["table"]))) > 1e-3
 
 
-def test_bias_gradient_gpu_form_equals_the_grid_form():
-  # The bias tiles' gradient sums over the batch in the grid (TPU: one batch row's blocks in fast memory at
-  # a time) or in a loop inside each program (GPU, whose programs run concurrently); both are exact.
+def test_bias_gradient_gpu_form_equals_the_fused_form():
+  # The bias tiles' gradient is summed by the dq kernel across its sequential grid (TPU) or by a kernel of
+  # its own looping over the batch (GPU, whose programs run concurrently); both are exact.
   (q, k, v), table, gate, valid, cotangent = _inputs(100, 3, batch=3, lengths=(100, 61, 7))
   tiles = fa.bias_tiles(table, 100, NUM_BUCKETS, MAX_DISTANCE, 32)
   rows = fa.row_seeds(jnp.int32(5), 3, 3, 100)
 
-  def grads(batch_grid):
+  def grads(fuse):
     def loss(q, k, v, gate, tiles):
-      out = fa.attend_pallas(q, k, v, gate, tiles, valid, rows, 0.1, 32, interpret=True, batch_grid=batch_grid)
+      out = fa.attend_pallas(q, k, v, gate, tiles, valid, rows, 0.1, 32, interpret=True, fuse_bias_grad=fuse)
       return jnp.sum(out * cotangent)
     return jax.jit(jax.grad(loss, argnums=range(5)))(q, k, v, gate, tiles)
 
-  grid, loop = grads(True), grads(False)
-  assert float(jnp.max(jnp.abs(grid[4]))) > 1e-3
-  for a, b in zip(grid, loop):
+  fused, separate = grads(True), grads(False)
+  assert float(jnp.max(jnp.abs(fused[4]))) > 1e-3
+  for a, b in zip(fused, separate):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 
@@ -213,7 +213,7 @@ def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bia
           jax.ShapeDtypeStruct((b,), jnp.int32), jax.random.key(0))
   target = {"gpu": "cuda", "tpu": "tpu"}[platform]
   text = jax.jit(jax.grad(loss, argnums=range(5))).trace(*args).lower(lowering_platforms=(target,)).as_text()
-  kernels = ["fwd", "dkdv", "dq"] + (["dbias"] if bias else [])
+  kernels = ["fwd", "dkdv", "dq"] + (["dbias"] if bias and platform == "gpu" else [])  # TPU: fused into dq
   if platform == "gpu":
     calls = re.findall(r'custom_call @__gpu\$xla\.gpu\.triton\(.*?grid_x = (\d+) : i32, grid_y = (\d+) : i32, '
                        r'grid_z = (\d+) : i32.*?name = "wavlm_attention_(\w+)", num_stages = 2 : i32, '

@@ -11,8 +11,9 @@ un-gated ILS-SSL bias) times the bucketed relative embedding D, which depends on
   query block qb and key block kb depends on kb - qb only, so the 2 T / block distinct (block, block)
   tiles of D per head (shared by the batch) are gathered once per step and each kernel picks its tile.
   The backward pass recomputes the tiles and returns dq, dk, dv, the gate's gradient (row sums of
-  dS * D) and the tiles' gradient (sums of g * dS over the batch and along each block diagonal, a third
-  kernel), which the gather turns into the embedding table's gradient.
+  dS * D) and the tiles' gradient (sums of g * dS over the batch and along each block diagonal: on TPU
+  the dq kernel adds its tiles into it as its sequential grid goes, on GPU a kernel of its own), which the
+  gather turns into the embedding table's gradient.
 
 Attention dropout in every path draws its mask from a counter-based hash of (seed, batch row, head,
 query, key), so the mask is never stored, costs a few integer operations per element (no threefry
@@ -139,11 +140,15 @@ class _Spec:
   has_bias: bool
   rate: float  # attention dropout; 0 = none
   interpret: bool
-  batch_grid: bool = True  # the bias gradient's batch as a sequential grid axis (not on GPU)
+  fuse_bias_grad: bool = True  # the bias gradient summed by the dq kernel's sequential grid (not on GPU)
 
   @property
   def dropout(self) -> bool:
     return self.rate > 0.0
+
+  @property
+  def fused_bias_grad(self) -> bool:
+    return self.has_bias and self.fuse_bias_grad
 
 
 def _nt(a, b):
@@ -261,12 +266,24 @@ def _dkdv_kernel(*refs, spec: _Spec):
 
 
 def _dq_kernel(*refs, spec: _Spec):
+  """Program (batch row, head, query block), looping over key blocks: dq and the gate's gradient. With
+  `spec.fused_bias_grad` (TPU, interpreted) the grid is (head, batch row, query block), the last two axes
+  sequential, and each program also adds g * dS of its tiles into the head's bias-tile gradient, which
+  stays in fast memory across them (tile kb - qb + n - 1 for key block kb): no kernel of its own
+  recomputes the tiles for it."""
   r, outs = _unpack(spec, refs, ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta"))
   n, blk = spec.blocks, spec.block
   qb = jax.lax.convert_element_type(_program_id(2), jnp.int32)
   q, do, lse, delta = r["q"][...], r["do"][...], r["lse"][...], r["delta"][...]
   g = r["g"][...] if spec.gated else None
   rows = r["rows"][...] if spec.dropout else None
+  dbias_ref = outs[-1] if spec.fused_bias_grad else None
+  if dbias_ref is not None:
+    from jax.experimental import pallas as pl
+
+    @pl.when(jnp.logical_and(_program_id(1) == 0, _program_id(2) == 0))
+    def _():
+      dbias_ref[...] = jnp.zeros(dbias_ref.shape, jnp.float32)
 
   def body(kb, carry):
     dq, dg = carry
@@ -278,6 +295,9 @@ def _dq_kernel(*refs, spec: _Spec):
     dq = dq + _nn(ds.astype(k.dtype), k)
     if spec.gated:
       dg = dg + jnp.sum(ds * bias_tile, axis=1, keepdims=True)
+    if dbias_ref is not None:
+      t = kb - qb + n - 1
+      dbias_ref[t] = dbias_ref[t] + (g * ds if spec.gated else ds)
     return dq, dg
 
   dq, dg = lax.fori_loop(0, n, body, (jnp.zeros(q.shape, jnp.float32), jnp.zeros((blk, 1), jnp.float32)))
@@ -287,10 +307,8 @@ def _dq_kernel(*refs, spec: _Spec):
 
 
 def _dbias_kernel(*refs, spec: _Spec, batch: int):
-  """Program (head, tile t[, batch row]): the sum over the batch and the blocks on diagonal t of g * dS.
-  With `spec.batch_grid` (TPU, interpreted) the batch row is the grid's last, sequential axis and the
-  program adds its row into the resident output block (blocks hold one row, which bounds fast memory);
-  otherwise (GPU, whose programs run concurrently) each program loops over the batch itself."""
+  """Program (head, tile t): the sum over the batch and the blocks on diagonal t of g * dS (GPU, whose
+  programs run concurrently, so that the dq kernel cannot accumulate across them)."""
   r, (dbias_ref,) = _unpack(spec, refs, ("q", "k", "v", "valid", "g", "bias", "rows", "do", "lse", "delta"))
   n, blk = spec.blocks, spec.block
   t = jax.lax.convert_element_type(_program_id(1), jnp.int32)
@@ -299,7 +317,7 @@ def _dbias_kernel(*refs, spec: _Spec, batch: int):
   first, last = jnp.maximum(0, -shift), jnp.minimum(n, n - shift)
 
   def one_row(b, acc):
-    at = (lambda name, *idx: r[name][idx]) if spec.batch_grid else (lambda name, *idx: r[name][(b, *idx)])
+    at = lambda name, *idx: r[name][(b, *idx)]
 
     def body(qb, acc):
       kb = qb + shift
@@ -314,16 +332,7 @@ def _dbias_kernel(*refs, spec: _Spec, batch: int):
 
     return lax.fori_loop(first, last, body, acc)
 
-  if not spec.batch_grid:
-    dbias_ref[...] = lax.fori_loop(0, batch, one_row, jnp.zeros((blk, blk), jnp.float32))
-    return
-  from jax.experimental import pallas as pl
-
-  @pl.when(_program_id(2) == 0)
-  def _():
-    dbias_ref[...] = jnp.zeros((blk, blk), jnp.float32)
-
-  dbias_ref[...] = one_row(None, dbias_ref[...])
+  dbias_ref[...] = lax.fori_loop(0, batch, one_row, jnp.zeros((blk, blk), jnp.float32))
 
 
 def _program_id(axis):
@@ -363,8 +372,8 @@ def _cost(name: str, spec: _Spec, q):
                          bytes_accessed=int(moved))
 
 
-def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, reduction_last: bool = False,
-          cost=None):
+def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, sequential: int = 0, cost=None):
+  """The pallas_call; `sequential` trailing grid axes accumulate into resident outputs (TPU "arbitrary")."""
   from jax.experimental import pallas as pl
   params = None
   platform = None if spec.interpret else target_platform()
@@ -373,9 +382,7 @@ def _call(kernel, spec: _Spec, grid, in_specs, out_specs, out_shape, name, reduc
     params = plgpu.CompilerParams(num_warps=_GPU_WARPS.get(name, 4), num_stages=2)
   elif platform == "tpu":  # independent programs may be split across a chip's TensorCores (v4, v5p)
     from jax.experimental.pallas import tpu as pltpu
-    semantics = ["parallel"] * len(grid)
-    if reduction_last:
-      semantics[-1] = "arbitrary"
+    semantics = ["parallel"] * (len(grid) - sequential) + ["arbitrary"] * sequential
     params = pltpu.CompilerParams(dimension_semantics=tuple(semantics))
   return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
                         interpret=spec.interpret, compiler_params=params, name=name,
@@ -413,52 +420,54 @@ def _backward(spec: _Spec, res, do):
   delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1, keepdims=True)
   args = dict(q=q, k=k, v=v, valid=valid, g=g, bias=bias, rows=rows, do=do, lse=lse, delta=delta)
 
-  row_block = lambda width: pl.BlockSpec((None, None, blk, width), lambda i, j, c: (i, j, c, 0))
-  full = lambda width: pl.BlockSpec((None, None, t, width), lambda i, j, c: (i, j, 0, 0))
-  head_bias = pl.BlockSpec((None, 2 * n - 1, blk, blk), lambda i, j, c: (j, 0, 0, 0))
+  def blocks(head_major: bool):
+    """Block specs for a grid (b, h, block), or (h, b, block) when head_major."""
+    at = (lambda f: lambda j, i, c: f(i, j, c)) if head_major else (lambda f: f)
+    return (lambda width: pl.BlockSpec((None, None, blk, width), at(lambda i, j, c: (i, j, c, 0))),
+            lambda width: pl.BlockSpec((None, None, t, width), at(lambda i, j, c: (i, j, 0, 0))),
+            pl.BlockSpec((None, 2 * n - 1, blk, blk), at(lambda i, j, c: (j, 0, 0, 0))),
+            pl.BlockSpec((None, 1, blk), at(lambda i, j, c: (i, 0, c))),
+            pl.BlockSpec((None, 1, t), at(lambda i, j, c: (i, 0, 0))))
+
   # dk, dv: program (b, h, key block), looping over query blocks.
+  row_block, full, head_bias, valid_block, valid_full = blocks(False)
   shapes = {name: full(d) for name in ("q", "do")}
   shapes.update({name: full(1) for name in ("g", "rows", "lse", "delta")})
-  shapes.update(k=row_block(d), v=row_block(d), bias=head_bias,
-                valid=pl.BlockSpec((None, 1, blk), lambda i, j, c: (i, 0, c)))
+  shapes.update(k=row_block(d), v=row_block(d), bias=head_bias, valid=valid_block)
   ins, in_specs = _inputs(spec, args, shapes)
   dk, dv = _call(functools.partial(_dkdv_kernel, spec=spec), spec, (b, h, n), in_specs,
                  (row_block(d), row_block(d)),
                  (jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)),
                  "wavlm_attention_dkdv", cost=_cost("wavlm_attention_dkdv", spec, q))(*ins)
-  # dq and the gate's gradient: program (b, h, query block), looping over key blocks.
+  # dq, the gate's gradient and (fused) the bias tiles': program (b, h, query block) or (h, b, query
+  # block), looping over key blocks.
+  fused = spec.fused_bias_grad
+  row_block, full, head_bias, _, valid_full = blocks(fused)
   shapes = {name: full(d) for name in ("k", "v")}
   shapes.update({name: row_block(1) for name in ("g", "rows", "lse", "delta")})
-  shapes.update(q=row_block(d), do=row_block(d), bias=head_bias,
-                valid=pl.BlockSpec((None, 1, t), lambda i, j, c: (i, 0, 0)))
+  shapes.update(q=row_block(d), do=row_block(d), bias=head_bias, valid=valid_full)
   ins, in_specs = _inputs(spec, args, shapes)
   out_specs, out_shape = [row_block(d)], [jax.ShapeDtypeStruct(q.shape, q.dtype)]
   if spec.gated:
     out_specs.append(row_block(1))
     out_shape.append(jax.ShapeDtypeStruct((b, h, t, 1), jnp.float32))
-  dq_dg = _call(functools.partial(_dq_kernel, spec=spec), spec, (b, h, n), in_specs, tuple(out_specs),
-                tuple(out_shape), "wavlm_attention_dq", cost=_cost("wavlm_attention_dq", spec, q))(*ins)
-  dq, dg = (dq_dg[0], dq_dg[1] if spec.gated else None)
-  # The bias tiles' gradient: program (h, tile), looping over the batch and the tile's diagonal.
-  dbias = None
-  if spec.has_bias:
-    if spec.batch_grid:  # grid (head, diagonal, batch row), one row's blocks at a time
-      grid = (h, 2 * n - 1, b)
-      per_head = lambda width: pl.BlockSpec((None, None, t, width), lambda j, c, i: (i, j, 0, 0))
-      valid_spec = pl.BlockSpec((None, 1, t), lambda j, c, i: (i, 0, 0))
-      tile_spec = pl.BlockSpec((None, None, blk, blk), lambda j, c, i: (j, c, 0, 0))
-    else:  # grid (head, diagonal), the whole batch of the head in each program
-      grid = (h, 2 * n - 1)
-      per_head = lambda width: pl.BlockSpec((b, None, t, width), lambda j, c: (0, j, 0, 0))
-      valid_spec = pl.BlockSpec((b, 1, t), lambda j, c: (0, 0, 0))
-      tile_spec = pl.BlockSpec((None, None, blk, blk), lambda j, c: (j, c, 0, 0))
+  if fused:
+    out_specs.append(head_bias)
+    out_shape.append(jax.ShapeDtypeStruct(bias.shape, jnp.float32))
+  outs = _call(functools.partial(_dq_kernel, spec=spec), spec, (h, b, n) if fused else (b, h, n), in_specs,
+               tuple(out_specs), tuple(out_shape), "wavlm_attention_dq", sequential=2 if fused else 0,
+               cost=_cost("wavlm_attention_dq", spec, q))(*ins)
+  dq, dg, dbias = outs[0], outs[1] if spec.gated else None, outs[-1] if fused else None
+  if spec.has_bias and not fused:  # GPU: a kernel of its own, program (h, tile), looping over the batch
+    per_head = lambda width: pl.BlockSpec((b, None, t, width), lambda j, c: (0, j, 0, 0))
+    tile_spec = pl.BlockSpec((None, None, blk, blk), lambda j, c: (j, c, 0, 0))
     shapes = {name: per_head(d) for name in ("q", "k", "v", "do")}
     shapes.update({name: per_head(1) for name in ("g", "rows", "lse", "delta")})
-    shapes.update(valid=valid_spec, bias=tile_spec)
+    shapes.update(valid=pl.BlockSpec((b, 1, t), lambda j, c: (0, 0, 0)), bias=tile_spec)
     ins, in_specs = _inputs(spec, args, shapes)
-    dbias = _call(functools.partial(_dbias_kernel, spec=spec, batch=b), spec, grid, in_specs, tile_spec,
-                  jax.ShapeDtypeStruct(bias.shape, jnp.float32), "wavlm_attention_dbias",
-                  reduction_last=spec.batch_grid, cost=_cost("wavlm_attention_dbias", spec, q))(*ins)
+    dbias = _call(functools.partial(_dbias_kernel, spec=spec, batch=b), spec, (h, 2 * n - 1), in_specs,
+                  tile_spec, jax.ShapeDtypeStruct(bias.shape, jnp.float32), "wavlm_attention_dbias",
+                  cost=_cost("wavlm_attention_dbias", spec, q))(*ins)
   return dq, dk, dv, None, dg, dbias, None
 
 
@@ -485,10 +494,12 @@ def _check_block(block: int, head_dim: int, platform: str | None) -> None:
                      "least 16 and a power-of-two head size of at least 16 (use attention_impl='chunked')")
 
 
-def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret, batch_grid: bool | None = None):
+def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret,
+                  fuse_bias_grad: bool | None = None):
   """Flash attention with the tiled bias. q (B, T, H, d) pre-scaled, k, v alike; gate (B, H, T) or None;
-  tiles from `bias_tiles` or None; key_valid (B, T) or None; rows (B, H, T) or None. batch_grid: the
-  bias gradient's batch reduction as a grid axis (default: on every platform but GPU)."""
+  tiles from `bias_tiles` or None; key_valid (B, T) or None; rows (B, H, T) or None. fuse_bias_grad: the
+  bias tiles' gradient summed by the dq kernel across its sequential grid, rather than by a kernel of its
+  own (default: on every platform but GPU, whose programs run concurrently)."""
   b, t, h, d = q.shape
   _check_block(block, d, None if interpret else target_platform())
   tp = _padded(t, block)
@@ -501,7 +512,7 @@ def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret,
   valid = jnp.pad(valid, ((0, 0), (0, pad)))[:, None, :]
   spec = _Spec(block=block, blocks=tp // block, gated=gate is not None, has_bias=tiles is not None,
                rate=rate if rows is not None else 0.0, interpret=interpret,
-               batch_grid=target_platform() != "gpu" if batch_grid is None else batch_grid)
+               fuse_bias_grad=target_platform() != "gpu" if fuse_bias_grad is None else fuse_bias_grad)
   gate = None if gate is None else column(gate.astype(jnp.float32))
   out = _sharded(functools.partial(_flash, spec), heads_first(q), heads_first(k), heads_first(v), valid,
                  gate, tiles, column(rows))
