@@ -11,7 +11,7 @@ interpreter of an environment that has it (`python3 -m venv /tmp/triton && /tmp/
 triton==3.9.0`), or omit --triton-python if this one has it. XLA compiles the same IR with the Triton it
 pins, whose passes differ in detail: these are resource figures, not timings (bench/gpu_step.py times the
 step on a GPU). A kernel that spills registers to local memory runs its inner loop through the cache;
-`config.attention_block_for` and the warps in `fused_attention._GPU_WARPS` are chosen from this table.
+`wavlm_jax.models.config.attention_block_for` and `fused_attention._GPU_WARPS` are chosen from this table.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def main():
                              args.warps.split(",")))
   for kernel in KERNELS:
     cells = [r for r in rows if r["kernel"] == kernel]
-    print(f"{kernel:<7}" + "".join(f"{r['registers']:>10} {r['spill_stores_bytes']:>5} "
+    print(f"{kernel:<7}" + "".join(f"{r['registers']:>11} {r['spill_stores_bytes']:>5} "
                                    f"{r['shared_bytes'] // 1024:>3}K/{r['programs_per_sm']}" for r in cells))
   Path(args.out).parent.mkdir(parents=True, exist_ok=True)
   Path(args.out).write_text(json.dumps(rows, indent=2))

@@ -79,16 +79,18 @@ def test_kernels_and_chunked_equal_xla(t, heads, lengths, gated, bias, rate):
     assert float(jnp.max(jnp.abs(want["gate"]))) > 1e-3 and float(jnp.max(jnp.abs(want["table"]))) > 1e-3
 
 
-def test_bias_gradient_gpu_form_equals_the_fused_form():
+@pytest.mark.parametrize("gated, rate", [(True, 0.1), (False, 0.0)])
+def test_bias_gradient_gpu_form_equals_the_fused_form(gated, rate):
   # The bias tiles' gradient is summed by the dq kernel across its sequential grid (TPU) or by a kernel of
   # its own looping over the batch (GPU, whose programs run concurrently); both are exact.
   (q, k, v), table, gate, valid, cotangent = _inputs(100, 3, batch=3, lengths=(100, 61, 7))
   tiles = fa.bias_tiles(table, 100, NUM_BUCKETS, MAX_DISTANCE, 32)
-  rows = fa.row_seeds(jnp.int32(5), 3, 3, 100)
+  rows = fa.row_seeds(jnp.int32(5), 3, 3, 100) if rate else None
 
   def grads(fuse):
     def loss(q, k, v, gate, tiles):
-      out = fa.attend_pallas(q, k, v, gate, tiles, valid, rows, 0.1, 32, interpret=True, fuse_bias_grad=fuse)
+      out = fa.attend_pallas(q, k, v, gate if gated else None, tiles, valid, rows, rate, 32, interpret=True,
+                             fuse_bias_grad=fuse)
       return jnp.sum(out * cotangent)
     return jax.jit(jax.grad(loss, argnums=range(5)))(q, k, v, gate, tiles)
 
@@ -200,6 +202,16 @@ def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bia
   # padding and dropout (200 frames, two 128-frame tiles on TPU). bench/triton_kernels.py compiles the Triton IR on to sm_90 machine code; the TPU
   # step compiles with libtpu in bench/scaling.py.
   monkeypatch.setattr(fa, "target_platform", lambda: platform)
+  from jax.experimental import pallas as pl
+  calls = {}  # kernel -> (grid, TPU dimension semantics, outputs)
+  pallas_call = pl.pallas_call
+
+  def spy(kernel, **kw):
+    semantics = getattr(kw["compiler_params"], "dimension_semantics", None)
+    calls[kw["name"].removeprefix("wavlm_attention_")] = (kw["grid"], semantics, len(kw["out_shape"]))
+    return pallas_call(kernel, **kw)
+
+  monkeypatch.setattr(pl, "pallas_call", spy)
   b, t, h, d = 2, 200, 4, 64
 
   def loss(q, k, v, gate, table, lengths, key):
@@ -214,6 +226,7 @@ def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bia
   target = {"gpu": "cuda", "tpu": "tpu"}[platform]
   text = jax.jit(jax.grad(loss, argnums=range(5))).trace(*args).lower(lowering_platforms=(target,)).as_text()
   kernels = ["fwd", "dkdv", "dq"] + (["dbias"] if bias and platform == "gpu" else [])  # TPU: fused into dq
+  assert sorted(calls) == sorted(kernels)
   if platform == "gpu":
     calls = re.findall(r'custom_call @__gpu\$xla\.gpu\.triton\(.*?grid_x = (\d+) : i32, grid_y = (\d+) : i32, '
                        r'grid_z = (\d+) : i32.*?name = "wavlm_attention_(\w+)", num_stages = 2 : i32, '
@@ -227,6 +240,24 @@ def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bia
     costs = re.findall(r'cost_estimate.{0,80}?flops\\22:(\d+).*?kernel_name = "wavlm_attention_(\w+)"', text)
     matmuls = {"fwd": 2, "dkdv": 4, "dq": 3, "dbias": 2}
     assert {k: int(f) for f, k in costs} == {k: 2 * matmuls[k] * b * h * 256 ** 2 * d for k in kernels}
+    # With the bias, dq also sums its gradient: head-major grid, batch and query blocks in sequence, and a
+    # third output (dq, the gate's gradient, the tiles').
+    parallel = ("parallel",) * 3
+    assert calls["fwd"] == ((b, h, 2), parallel, 2) and calls["dkdv"] == ((b, h, 2), parallel, 2)
+    assert calls["dq"] == (((h, b, 2), ("parallel", "arbitrary", "arbitrary"), 3) if bias else
+                           ((b, h, 2), parallel, 1))
+
+
+def test_inputs_beyond_the_tpu_kernels_fast_memory_take_the_chunked_path(monkeypatch):
+  monkeypatch.setattr(fa, "target_platform", lambda: "tpu")  # and this host's device, not a v5e
+  limit = fa.TPU_KERNEL_MAX_FRAMES["other"]
+  (q, k, v), table, gate, _, _ = _inputs(limit + 1, 1, batch=1)
+  assert fa.position_bias_for("pallas", table, limit, NUM_BUCKETS, MAX_DISTANCE).shape == (1, 39, 128, 128)
+  bias = fa.position_bias_for("auto", table, limit + 1, NUM_BUCKETS, MAX_DISTANCE)
+  assert bias.shape == (1, limit + 1, limit + 1)  # the chunked (and xla) form
+  got = jax.jit(lambda *a: fa.attend("pallas", *a, None))(q, k, v, gate, bias)
+  want = jax.jit(lambda *a: fa.attend("xla", *a, None))(q, k, v, gate, bias)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
 
 
 def test_auto_follows_the_platform_and_bad_values_are_refused():

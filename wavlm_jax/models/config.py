@@ -49,7 +49,8 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   # lax.map, recomputed backward), "pallas" (fused flash-attention kernels with the gated bias; interpreted
   # on CPU), "auto" (pallas on GPU/TPU, xla on CPU; resolved like conv_pos_impl)
   c.attention_block = 0  # query/key tile (frames) of the chunked and pallas paths; 0: per platform (128 on
-  # TPU, whose lanes are 128 wide; 64 on GPU, where 128-frame tiles spill registers: bench/triton_kernels.py)
+  # TPU, whose lanes are 128 wide; 64 on GPU, where 128-frame tiles spill registers: bench/triton_kernels.py).
+  # Model directories written before this default existed store 128: set 0 to get the platform's.
   c.relative_position = "gated"  # "none" (HuBERT), "bucket" (ILS-SSL), "gated" (WavLM).
   c.num_buckets = 320
   c.max_distance = 800
@@ -130,7 +131,8 @@ def attention_impl_for(platform: str) -> str:
 
 def attention_block_for(platform: str) -> int:
   """The attention tile for a platform: TPU kernels put key blocks on the 128-wide lane axis; on GPU (sm_90)
-  ptxas spills registers in every kernel at 128 frames and in none at 64 (bench/triton_kernels.py)."""
+  ptxas spills registers in every kernel at 128 frames with 4 warps (and in three of four with 8), and in
+  none at 64 with the warps the kernels use (bench/triton_kernels.py)."""
   return 64 if platform == "gpu" else 128
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -352,8 +353,8 @@ _GPU_WARPS = {"wavlm_attention_dkdv": 8}
 
 
 # Per kernel: matmuls per (query block, key block) tile, and how many times it moves a (B, H, T, d) tensor
-# and a (B, H, T) fp32 column through memory (the bias gradient's programs read q, k, v and dO once per
-# block diagonal).
+# and a (B, H, T) fp32 column through memory (the GPU's bias-gradient kernel reads each block of q, k, v and
+# dO once per diagonal it lies on: n times).
 _TRAFFIC = {"wavlm_attention_fwd": (2, 4, 4), "wavlm_attention_dkdv": (4, 6, 4),
             "wavlm_attention_dq": (3, 5, 5), "wavlm_attention_dbias": (2, 4, 4)}
 
@@ -364,10 +365,12 @@ def _cost(name: str, spec: _Spec, q):
   from jax.experimental import pallas as pl
   b, h, t, d = q.shape
   matmuls, tensors, columns = _TRAFFIC[name]
-  diagonals = 2 * spec.blocks - 1
-  passes = diagonals if name == "wavlm_attention_dbias" else 1
+  passes = spec.blocks if name == "wavlm_attention_dbias" else 1
   moved = passes * (tensors * q.size * q.dtype.itemsize + columns * b * h * t * 4)
-  moved += (h if name == "wavlm_attention_dbias" else b * h) * diagonals * spec.block ** 2 * 4  # bias tiles
+  # A head's bias tiles: fetched once per program sequence that keeps them (per head on the head-major
+  # grids, which also write their gradient once; per batch row and head otherwise).
+  head_major = name == "wavlm_attention_dbias" or (name == "wavlm_attention_dq" and spec.fused_bias_grad)
+  moved += (2 * h if head_major else b * h) * (2 * spec.blocks - 1) * spec.block ** 2 * 4
   return pl.CostEstimate(flops=int(2 * matmuls * b * h * t * t * d), transcendentals=int(b * h * t * t),
                          bytes_accessed=int(moved))
 
@@ -487,6 +490,8 @@ _flash.defvjp(_flash_fwd, _backward)
 def _check_block(block: int, head_dim: int, platform: str | None) -> None:
   """What the compiled kernels need of the tiles: TPU blocks put key blocks on the 128-wide lane axis;
   Triton's matmuls want blocks of at least 16 and power-of-two head sizes."""
+  if block <= 0:
+    raise ValueError(f"attention block {block}: resolve 0 (the platform's) with config.attention_block_for")
   if platform == "tpu" and block % 128:
     raise ValueError(f"model.attention_block={block}: the TPU kernels need a multiple of 128")
   if platform == "gpu" and (block < 16 or head_dim < 16 or head_dim & (head_dim - 1)):
@@ -501,7 +506,10 @@ def attend_pallas(q, k, v, gate, tiles, key_valid, rows, rate, block, interpret,
   bias tiles' gradient summed by the dq kernel across its sequential grid, rather than by a kernel of its
   own (default: on every platform but GPU, whose programs run concurrently)."""
   b, t, h, d = q.shape
-  _check_block(block, d, None if interpret else target_platform())
+  platform = None if interpret else target_platform()
+  _check_block(block, d, platform)
+  if fuse_bias_grad and platform == "gpu":
+    raise ValueError("fuse_bias_grad needs a sequential grid (TPU, interpreted); GPU programs run concurrently")
   tp = _padded(t, block)
   pad = tp - t
   heads_first = lambda x: jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (0, 0), (0, pad), (0, 0)))
@@ -547,6 +555,42 @@ def target_platform() -> str:
   return ctx[0].devices.flat[0].platform if ctx is not None else jax.default_backend()
 
 
+# The TPU kernels keep a (batch row, head)'s keys, values, per-query statistics and bias tiles in fast
+# memory, so the length they take is bounded: with 128-frame tiles and 64-wide heads (every card's) the
+# forward and backward passes compile ahead of time up to 2,560 padded frames (51.2 s at 50 Hz) on v4 and
+# v5p, overflowing their 16 MiB at 2,688, and up to 4,608 (92 s) on v5e, overflowing at 5,120. Longer
+# inputs (fewer frames for larger tiles) take the chunked path there: no such bound, but (H, T, T) bias
+# tensors in memory (4.2 GB of temporaries for 55 s and 16 heads, where the kernels needed 0.36 GB at
+# 51 s). GPU kernels stream their tiles: no bound.
+TPU_KERNEL_MAX_FRAMES = {"v5e": 4608, "other": 2560}
+
+
+def _tpu_max_frames() -> int:
+  ctx = partitioning.current()
+  kind = (ctx[0].devices.flat[0] if ctx is not None else jax.devices()[0]).device_kind
+  return TPU_KERNEL_MAX_FRAMES["v5e" if kind.startswith(("TPU v5 lite", "TPU v5e")) else "other"]
+
+
+def _path(impl: str, length: int, block: int) -> str:
+  """The attention path `impl` takes for `length` frames on the target platform."""
+  platform = target_platform()
+  if impl == "auto":
+    impl = config_lib.attention_impl_for(platform)
+  if impl == "pallas" and platform == "tpu":
+    limit = _tpu_max_frames()
+    if _padded(length, block) * block > limit * 128:
+      _warn_long(length, limit)
+      impl = "chunked"
+  return impl
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_long(length: int, limit: int) -> None:
+  logging.getLogger(__name__).warning(
+      "attention over %d frames: beyond the TPU kernels' fast memory (%d frames); using the chunked path",
+      length, limit)
+
+
 def attend(impl: str, q, k, v, gate, bias, key_valid, *, rate: float = 0.0, key: jax.Array | None = None,
            block: int = 0):
   """Multi-head attention with the (gated) relative position bias.
@@ -554,12 +598,12 @@ def attend(impl: str, q, k, v, gate, bias, key_valid, *, rate: float = 0.0, key:
   q, k, v: (B, T, H, d), q already scaled by d^-1/2. gate: (B, H, T) or None (un-gated). bias: what
   `position_bias_for(impl, ...)` returned (None: no relative position bias). key_valid: (B, T) bool or
   None. rate, key: attention dropout (off when key is None). block: the tile (0: the platform's, as
-  `position_bias_for`). Returns (B, T, H, d) in v's dtype.
+  `position_bias_for`). Returns (B, T, H, d) in v's dtype. On TPU, "pallas" beyond
+  `TPU_KERNEL_MAX_FRAMES` runs the chunked path (as `position_bias_for` does).
   """
-  if impl == "auto":
-    impl = config_lib.attention_impl_for(target_platform())
   block = block or config_lib.attention_block_for(target_platform())
   b, t, h, _ = q.shape
+  impl = _path(impl, t, block)
   rows = None
   if key is not None and rate > 0.0:
     rows = row_seeds(layers.seed_from_key(key), b, h, t)
@@ -577,9 +621,7 @@ def position_bias_for(impl: str, table: jax.Array, length: int, num_buckets: int
                       block: int = 0) -> jax.Array:
   """The bias structure `attend` takes for `impl`: (H, T, T) for xla/chunked, tiles of `block` frames (0:
   the platform's) for pallas."""
-  if impl == "auto":
-    impl = config_lib.attention_impl_for(target_platform())
   block = block or config_lib.attention_block_for(target_platform())
-  if impl == "pallas":
+  if _path(impl, length, block) == "pallas":
     return bias_tiles(table, length, num_buckets, max_distance, block)
   return relative_position_bias(table, length, num_buckets, max_distance)
