@@ -199,8 +199,8 @@ def test_model_training_step_with_pallas_equals_xla():
 def test_kernels_lower_for_gpu_and_tpu_from_this_host(monkeypatch, platform, bias):
   # Ahead of time, as for a pod: the compiled kernels' lowering (Pallas to Triton IR for CUDA, to Mosaic for
   # TPU) runs on this CPU host, at the platform's tile and the GPU's warps per kernel, for a bf16 step with
-  # padding and dropout (200 frames, two 128-frame tiles on TPU). bench/triton_kernels.py compiles the Triton IR on to sm_90 machine code; the TPU
-  # step compiles with libtpu in bench/scaling.py.
+  # padding and dropout (200 frames, two 128-frame tiles on TPU). bench/triton_kernels.py compiles the
+  # Triton IR on to sm_90 machine code; the TPU step compiles with libtpu in bench/scaling.py.
   monkeypatch.setattr(fa, "target_platform", lambda: platform)
   from jax.experimental import pallas as pl
   calls = {}  # kernel -> (grid, TPU dimension semantics, outputs)

@@ -548,11 +548,16 @@ def _sharded(fn, q, k, v, valid, g, bias, rows):
 # ----------------------------------------------------------------------------------------------
 # Dispatch.
 # ----------------------------------------------------------------------------------------------
-def target_platform() -> str:
-  """The platform the step is being built for: the active mesh's devices (e.g. TPU for an ahead-of-time
-  compile on a CPU host), else this host's default backend."""
+def _target_device() -> jax.Device:
+  """A device the step is being built for: the active mesh's (e.g. a TPU for an ahead-of-time compile on a
+  CPU host), else this host's default backend's."""
   ctx = partitioning.current()
-  return ctx[0].devices.flat[0].platform if ctx is not None else jax.default_backend()
+  return ctx[0].devices.flat[0] if ctx is not None else jax.devices()[0]
+
+
+def target_platform() -> str:
+  """The platform the step is being built for (`_target_device`'s)."""
+  return _target_device().platform
 
 
 # The TPU kernels keep a (batch row, head)'s keys, values, per-query statistics and bias tiles in fast
@@ -565,23 +570,20 @@ def target_platform() -> str:
 TPU_KERNEL_MAX_FRAMES = {"v5e": 4608, "other": 2560}
 
 
-def _tpu_max_frames() -> int:
-  ctx = partitioning.current()
-  kind = (ctx[0].devices.flat[0] if ctx is not None else jax.devices()[0]).device_kind
-  return TPU_KERNEL_MAX_FRAMES["v5e" if kind.startswith(("TPU v5 lite", "TPU v5e")) else "other"]
-
-
-def _path(impl: str, length: int, block: int) -> str:
-  """The attention path `impl` takes for `length` frames on the target platform."""
+def _path(impl: str, length: int, block: int) -> tuple[str, int]:
+  """The attention path `impl` takes for `length` frames on the target platform, and its tile (`block`, or
+  the platform's for 0)."""
   platform = target_platform()
+  block = block or config_lib.attention_block_for(platform)
   if impl == "auto":
     impl = config_lib.attention_impl_for(platform)
   if impl == "pallas" and platform == "tpu":
-    limit = _tpu_max_frames()
+    kind = _target_device().device_kind
+    limit = TPU_KERNEL_MAX_FRAMES["v5e" if kind.startswith(("TPU v5 lite", "TPU v5e")) else "other"]
     if _padded(length, block) * block > limit * 128:
       _warn_long(length, limit)
       impl = "chunked"
-  return impl
+  return impl, block
 
 
 @functools.lru_cache(maxsize=None)
@@ -601,9 +603,8 @@ def attend(impl: str, q, k, v, gate, bias, key_valid, *, rate: float = 0.0, key:
   `position_bias_for`). Returns (B, T, H, d) in v's dtype. On TPU, "pallas" beyond
   `TPU_KERNEL_MAX_FRAMES` runs the chunked path (as `position_bias_for` does).
   """
-  block = block or config_lib.attention_block_for(target_platform())
   b, t, h, _ = q.shape
-  impl = _path(impl, t, block)
+  impl, block = _path(impl, t, block)
   rows = None
   if key is not None and rate > 0.0:
     rows = row_seeds(layers.seed_from_key(key), b, h, t)
@@ -621,7 +622,7 @@ def position_bias_for(impl: str, table: jax.Array, length: int, num_buckets: int
                       block: int = 0) -> jax.Array:
   """The bias structure `attend` takes for `impl`: (H, T, T) for xla/chunked, tiles of `block` frames (0:
   the platform's) for pallas."""
-  block = block or config_lib.attention_block_for(target_platform())
-  if _path(impl, length, block) == "pallas":
+  impl, block = _path(impl, length, block)
+  if impl == "pallas":
     return bias_tiles(table, length, num_buckets, max_distance, block)
   return relative_position_bias(table, length, num_buckets, max_distance)
