@@ -34,7 +34,7 @@ def _assert_known_dataset(name: str, where: str) -> None:
   if kind == "espeak_speech":
     assert config in {c.name for c in builders.EspeakSpeech.BUILDER_CONFIGS}, f"{where}: no dataset {name}"
   else:
-    assert kind in builders.FOLDER_BUILDERS and config, f"{where}: no dataset {name}"
+    assert kind in builders.folder_builders() and config, f"{where}: no dataset {name}"
 
 
 def _commands():

@@ -279,7 +279,8 @@ def finetune(cfg, workdir: str) -> dict:
 
   # ---- Finish -------------------------------------------------------------------------------
   summary = {"status": status, "step": step, "workdir": workdir, "vocabulary": vocab.kind,
-             "vocab_size": len(vocab), "metric": metric}
+             "vocab_size": len(vocab), "metric": metric,
+             "utterances_without_transcript": iterator.plan.stats()["dropped_no_transcript"]}
   summary |= reporter.averages.summary()
   if initial:
     summary[f"initial_{metric}"] = initial.get(f"val/{metric}")

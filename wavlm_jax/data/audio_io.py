@@ -4,7 +4,6 @@ count them instead of dying."""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
 from pathlib import Path
@@ -21,7 +20,7 @@ class BadAudio(ValueError):
 
 
 def read_audio(path: str | os.PathLike, *, min_seconds: float = 0.0) -> np.ndarray:
-  """The file as int16 mono at 16 kHz: resampled, down-mixed, checked for emptiness and NaN/Inf."""
+  """The file as int16 mono at 16 kHz: resampled, down-mixed, checked for emptiness, NaN/Inf and silence."""
   import soundfile
 
   path = Path(path)
@@ -36,6 +35,42 @@ def read_audio(path: str | os.PathLike, *, min_seconds: float = 0.0) -> np.ndarr
       data = np.atleast_2d(data).T.astype(np.float32)
     except Exception:  # noqa: BLE001
       raise BadAudio(f"unreadable ({type(e).__name__}: {e})") from None
+  return to_pcm16(data, rate, min_seconds=min_seconds)
+
+
+def read_spans(path: str | os.PathLike, groups, *, min_seconds: float = 0.0):
+  """Pieces of one long file without reading the rest of it: for each group of (start, end) spans in
+  seconds, the spans' audio joined end to end (int16 mono, 16 kHz), or the `BadAudio` saying why that
+  piece cannot be used. Spans are clipped to the file. Raises `BadAudio` if the file cannot be opened."""
+  import soundfile
+
+  try:
+    f = soundfile.SoundFile(str(path))
+  except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
+    raise BadAudio(f"unreadable ({type(e).__name__}: {e})") from None
+  out = []
+  with f:
+    rate, frames = f.samplerate, f.frames
+    for group in groups:
+      parts = []
+      try:
+        for start, end in group:
+          first, last = max(0, int(round(start * rate))), min(frames, int(round(end * rate)))
+          if last > first:
+            f.seek(first)
+            parts.append(f.read(last - first, dtype="float32", always_2d=True))
+        data = np.concatenate(parts) if parts else np.zeros((0, f.channels), np.float32)
+        out.append(to_pcm16(data, rate, min_seconds=min_seconds))
+      except BadAudio as e:
+        out.append(e)
+      except Exception as e:  # noqa: BLE001 - a truncated file fails where the damage starts
+        out.append(BadAudio(f"unreadable ({type(e).__name__}: {e})"))
+  return out
+
+
+def to_pcm16(data: np.ndarray, rate: int, *, min_seconds: float = 0.0) -> np.ndarray:
+  """Decoded (frames, channels) float audio at `rate` as int16 mono at 16 kHz, or `BadAudio`: empty,
+  NaN/Inf samples, shorter than `min_seconds`, or silent (every sample zero at 16 bits)."""
   if data.size == 0:
     raise BadAudio("empty")
   if not np.all(np.isfinite(data)):
@@ -46,25 +81,35 @@ def read_audio(path: str | os.PathLike, *, min_seconds: float = 0.0) -> np.ndarr
     mono = soxr.resample(mono, rate, SAMPLE_RATE)
   if len(mono) < min_seconds * SAMPLE_RATE:
     raise BadAudio(f"too short ({len(mono) / SAMPLE_RATE:.2f} s < {min_seconds} s)")
-  return to_int16(mono)
+  pcm = to_int16(mono)
+  if not pcm.any():
+    raise BadAudio("silent (every sample is zero)")
+  return pcm
 
 
 @dataclasses.dataclass
 class SkipReport:
-  """Files a build skipped, with reasons; printed at the end of a build and saved with the dataset."""
+  """Files (or pieces of files) a build left out, with reasons, and examples kept with a note (an empty
+  transcript, say); printed at the end of a build and saved with the dataset as `skipped.json`."""
   skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-  converted: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  flagged: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
   def skip(self, path, reason: str) -> None:
     self.skipped.append((str(path), reason))
 
+  def flag(self, path, note: str) -> None:
+    self.flagged.append((str(path), note))
+
   def to_json(self) -> dict:
-    return {"skipped": [{"file": f, "reason": r} for f, r in self.skipped], "num_skipped": len(self.skipped)}
+    return {"skipped": [{"file": f, "reason": r} for f, r in self.skipped], "num_skipped": len(self.skipped),
+            "flagged": [{"file": f, "note": n} for f, n in self.flagged], "num_flagged": len(self.flagged)}
 
   def summary(self) -> str:
-    if not self.skipped:
-      return "no files skipped"
-    lines = [f"skipped {len(self.skipped)} file(s):"] + [f"  {f}: {r}" for f, r in self.skipped]
+    lines = ["no files skipped"]
+    if self.skipped:
+      lines = [f"skipped {len(self.skipped)} file(s):"] + [f"  {f}: {r}" for f, r in self.skipped]
+    if self.flagged:
+      lines += [f"kept {len(self.flagged)} with a note:"] + [f"  {f}: {n}" for f, n in self.flagged]
     return "\n".join(lines)
 
 

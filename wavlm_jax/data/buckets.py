@@ -98,10 +98,12 @@ class Plan:
   """Which utterances (and at which crop) form global batch i, for every i: epoch by epoch."""
 
   def __init__(self, lengths: np.ndarray, buckets: list[Bucket], *, seed: int, min_samples: int,
-               pad: bool = False):
+               pad: bool = False, exclude: np.ndarray | None = None):
     self.lengths = np.asarray(lengths, np.int64)
     self.buckets = sorted(buckets, key=lambda b: b.samples)
     self.seed, self._min_samples, self.pad = seed, min_samples, pad
+    # Utterances left out whatever their length (fine-tuning: those without a transcript).
+    self.excluded = np.zeros(len(self.lengths), bool) if exclude is None else np.asarray(exclude, bool)
     sizes = np.array([b.samples for b in self.buckets])
     if pad:  # to the shortest bucket at least as long; longer than the longest: left out
       eligible = (self.lengths >= min_samples) & (self.lengths <= sizes[-1])
@@ -109,6 +111,7 @@ class Plan:
     else:  # cropped to the longest bucket not longer
       eligible = self.lengths >= max(min_samples, sizes[0])
       which = np.searchsorted(sizes, self.lengths, side="right") - 1
+    eligible &= ~self.excluded
     members = [np.flatnonzero(eligible & (which == i)) for i in range(len(self.buckets))]
     # A bucket with too few utterances for one batch would leave them unused every epoch (and its shape
     # compiled for nothing): its utterances go to the next shorter bucket that is kept (cropped shorter),
@@ -129,7 +132,10 @@ class Plan:
       raise ValueError(f"no bucket fills one global batch ({described}); {self.dropped} of {len(self.lengths)} "
                        "utterances are shorter than data.min_seconds or the smallest bucket. Lower data.batch_size, "
                        "data.num_buckets or data.min_seconds, or use more data")
-    self._digest = hashlib.sha256(self.lengths.tobytes()).hexdigest()[:16]  # once: asked for every step
+    digest = hashlib.sha256(self.lengths.tobytes())
+    if self.excluded.any():  # (a plan without exclusions keeps the fingerprint it always had)
+      digest.update(np.packbits(self.excluded).tobytes())
+    self._digest = digest.hexdigest()[:16]  # once: asked for every step
     self._epochs: dict[int, list] = {}  # the two most recent epochs' plans (Grain reads from threads)
     self._lock = threading.Lock()
 
@@ -187,6 +193,7 @@ class Plan:
       return {"buckets_seconds": [b.samples / SAMPLE_RATE for b in self.buckets], "rows": [b.rows for b in self.buckets],
               "utterances": [len(m) for m in self.members], "dropped_short": int(np.sum(self.lengths < self._min_samples)),
               "dropped_long": int(np.sum(self.lengths > self.buckets[-1].samples)),
+              "dropped_no_transcript": int(np.sum(self.excluded)),
               "batches_per_epoch": self.batches_per_epoch, "padding_share": 1.0 - audio / max(padded, 1),
               "unused_share": 1.0 - audio / max(usable, 1)}
     seen = sum(b.samples * len(m) for b, m in self._filled())
@@ -227,20 +234,22 @@ def padded_lengths(lengths: np.ndarray, num_buckets: int, min_samples: int, max_
   return sorted({int(-(-q // FRAME) * FRAME) for q in qs})
 
 
-def make_padded_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = SAMPLE_RATE) -> Plan:
-  """The fine-tuning plan: whole utterances (min_seconds to crop_seconds) padded to the shortest bucket
-  that holds them; `bucket_seconds` (if given) or `num_buckets` quantile lengths; rows per bucket keep
-  the (padded) audio per step near batch_size x the longest bucket."""
+def make_padded_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = SAMPLE_RATE,
+                     exclude: np.ndarray | None = None) -> Plan:
+  """The fine-tuning plan: whole utterances (min_seconds to crop_seconds, not `exclude`d) padded to the
+  shortest bucket that holds them; `bucket_seconds` (if given) or `num_buckets` quantile lengths of the
+  kept utterances; rows per bucket keep the (padded) audio per step near batch_size x the longest bucket."""
   max_samples = int(round(cfg.crop_seconds * sample_rate))
   min_samples = int(round(cfg.min_seconds * sample_rate))
   if cfg.bucket_seconds:
     samples = sorted({-(-int(round(s * sample_rate)) // FRAME) * FRAME for s in cfg.bucket_seconds})
   else:
-    samples = padded_lengths(lengths, cfg.num_buckets, min_samples, max_samples)
+    kept = np.asarray(lengths) if exclude is None else np.asarray(lengths)[~np.asarray(exclude, bool)]
+    samples = padded_lengths(kept, cfg.num_buckets, min_samples, max_samples)
   top = -(-cfg.batch_size // batch_multiple) * batch_multiple
   rows = bucket_rows(samples, top * samples[-1], batch_multiple)
   return Plan(lengths, [Bucket(s, r) for s, r in zip(samples, rows)], seed=cfg.seed, min_samples=min_samples,
-              pad=True)
+              pad=True, exclude=exclude)
 
 
 def lcm(*values: int) -> int:

@@ -1,13 +1,15 @@
 """TFDS builders writing ArrayRecord (random access): the embedded eSpeak corpus, any folder of audio,
-the LibriSpeech layout, and a folder of noises.
+the LibriSpeech layout, and a folder of noises (the pretraining corpora's builders, which build on these
+classes, are in `wavlm_jax/data/corpora.py`).
 
     from wavlm_jax.data import builders
     builders.prepare("espeak_speech/tiny", data_dir)            # embedded corpus, no download
     builders.prepare_folder("audio_dir", "/data/librilight", data_dir, name="librilight")
 
-Builders never die on one bad file: unreadable, empty, NaN/Inf or too short files are skipped and
-counted (a report is printed and stored as `skipped.json` beside the dataset); non-16 kHz audio is
-resampled and multi-channel audio down-mixed.
+Builders never die on one bad file: unreadable, empty, NaN/Inf, silent or too short files are skipped
+and listed with the reason (a report is printed and stored as `skipped.json` beside the dataset, with the
+examples kept with a note, such as an empty transcript); non-16 kHz audio is resampled and multi-channel
+audio down-mixed.
 """
 
 from __future__ import annotations
@@ -114,11 +116,16 @@ class EspeakSpeech(tfds.core.GeneratorBasedBuilder):
 class FolderConfig(tfds.core.BuilderConfig):
   path: str = ""
   min_seconds: float = 0.5
-  validation_fraction: float = 0.0  # held out by a stable hash of the relative path
+  validation_fraction: float = 0.0  # held out by a stable hash of the relative path (the source, for corpora)
+  # The pretraining corpora's options (wavlm_jax/data/corpora.py); a kind refuses those it does not read.
+  subset: str = ""  # librilight_dir: small,medium,large,duplicate (comma-separated); gigaspeech_dir: XS..XL
+  max_seconds: float = 0.0  # longest piece cut from a long recording (0: corpora.DEFAULT_MAX_SECONDS)
+  languages: tuple[str, ...] = ()  # voxpopuli_dir: languages kept (() = all)
 
 
 class _FolderBuilder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
+  OPTIONS: tuple[str, ...] = ()  # the FolderConfig options beyond path/min_seconds/validation_fraction it reads
 
   def _report(self):
     if not hasattr(self, "_skips"):
@@ -146,6 +153,8 @@ class _FolderBuilder(tfds.core.GeneratorBasedBuilder):
 
   def download_and_prepare(self, *args, **kwargs):
     kwargs.setdefault("file_format", ARRAY_RECORD)
+    if self.is_prepared():  # TFDS reuses it; its skipped.json stays the one its build wrote
+      return super().download_and_prepare(*args, **kwargs)
     super().download_and_prepare(*args, **kwargs)
     report = self._report()
     print(f"{self.name}/{self.builder_config.name}: {report.summary()}")
@@ -213,13 +222,25 @@ class LibrispeechDir(_FolderBuilder):
     transcripts = sorted(root.rglob("*.trans.txt"))
     if not transcripts:
       raise FileNotFoundError(f"{root}: no *.trans.txt files; is this a LibriSpeech-layout folder?")
-    utts = []
+    utts, listed = [], set()
     for trans in transcripts:
       for n, line in enumerate(trans.read_text().splitlines(), 1):
         if not line.strip():
           continue
-        uid, _, words = line.partition(" ")
-        utts.append((trans.parent / f"{uid}.flac", uid, words.strip(), f"{trans}:{n}"))
+        uid, _, words = line.strip().partition(" ")
+        where = f"{trans}:{n}"
+        path = trans.parent / f"{uid}.flac"
+        if path in listed:
+          self._report().skip(path, f"listed twice (again at {where}); the first line is kept")
+          continue
+        listed.add(path)
+        if not words.strip():  # kept for pretraining; fine-tuning leaves it out (data/pipeline.py)
+          self._report().flag(path, f"empty transcript (at {where})")
+        utts.append((path, uid, words.strip(), where))
+    for path in audio_io.find_audio_files(root):
+      if path not in listed:
+        trans = f"{path.parent.parent.name}-{path.parent.name}.trans.txt"
+        self._report().skip(path, f"no transcript line for it (in {trans} beside it)")
     phonemes = espeak.Espeak().phone_sequences([u[2] for u in utts], self.G2P_VOICE)  # one eSpeak session
     utts = [(*u, p) for u, p in zip(utts, phonemes)]
     frac = self.builder_config.validation_fraction
@@ -274,12 +295,36 @@ def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
   return _build(lambda d: tfds.builder(name, data_dir=d, file_format=ARRAY_RECORD), paths.data_dir(data_dir))
 
 
+def folder_builders() -> dict[str, type]:
+  """Every folder kind: this module's (audio_dir, noise_dir, librispeech_dir) and the pretraining corpora's
+  (librilight_dir, gigaspeech_dir, voxpopuli_dir), which build on the classes here."""
+  from wavlm_jax.data import corpora
+
+  return {**FOLDER_BUILDERS, **corpora.CORPUS_BUILDERS}
+
+
+def folder_config(kind: str, path: str | os.PathLike, *, name: str = "default", min_seconds: float = 0.5,
+                  validation_fraction: float = 0.0, **options) -> FolderConfig:
+  """The config of a folder dataset; `options` (subset, max_seconds, languages) only for the kinds that
+  read them, so that an option a kind would ignore is an error naming it."""
+  kinds = folder_builders()
+  if kind not in kinds:
+    raise KeyError(f"unknown folder builder {kind!r}; known: {sorted(kinds)}")
+  given = {k: v for k, v in options.items() if v not in ("", 0, 0.0, (), None)}
+  ignored = sorted(set(given) - set(kinds[kind].OPTIONS))
+  if ignored:
+    raise ValueError(f"{kind} does not read {', '.join(ignored)} (it reads: {', '.join(kinds[kind].OPTIONS) or 'none'})")
+  if "languages" in given:
+    given["languages"] = tuple(given["languages"])
+  return FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
+                      validation_fraction=validation_fraction, **given)
+
+
 def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = None, *, name: str = "default",
-                   min_seconds: float = 0.5, validation_fraction: float = 0.0) -> tfds.core.DatasetBuilder:
-  """Builds a folder dataset (`audio_dir`, `noise_dir`, `librispeech_dir`) under config `name`."""
-  if kind not in FOLDER_BUILDERS:
-    raise KeyError(f"unknown folder builder {kind!r}; known: {sorted(FOLDER_BUILDERS)}")
-  config = FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
-                        validation_fraction=validation_fraction)
-  return _build(lambda d: FOLDER_BUILDERS[kind](data_dir=d, config=config, file_format=ARRAY_RECORD),
-                paths.data_dir(data_dir))
+                   min_seconds: float = 0.5, validation_fraction: float = 0.0, **options) -> tfds.core.DatasetBuilder:
+  """Builds a folder dataset (`folder_builders()`: audio_dir, noise_dir, librispeech_dir, librilight_dir,
+  gigaspeech_dir, voxpopuli_dir) under config `name`; `options`: subset, max_seconds, languages."""
+  config = folder_config(kind, path, name=name, min_seconds=min_seconds, validation_fraction=validation_fraction,
+                         **options)
+  builder = folder_builders()[kind]
+  return _build(lambda d: builder(data_dir=d, config=config, file_format=ARRAY_RECORD), paths.data_dir(data_dir))

@@ -57,30 +57,55 @@ def split_index(source, cfg) -> tuple[np.ndarray, np.ndarray]:
   """(samples, utterance ids) of every utterance of the split, in source order: read in one pass over the
   split (audio included) and cached beside the dataset (`lengths-<split>-<audio_key>.npy`,
   `ids-<split>-<id_key>.npy`), or recomputed when that directory is not writable."""
-  import concurrent.futures
+  def compute():
+    rows = _scan(source, cfg, lambda ex: (len(ex[cfg.audio_key]), labels_lib.utterance_id(ex[cfg.id_key])))
+    return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], dtype=str)
 
-  caches = None
+  lengths, ids = _cached_index(source, (f"lengths-{{split}}-{cfg.audio_key}.npy", f"ids-{{split}}-{cfg.id_key}.npy"),
+                               compute)
+  return lengths, ids
+
+
+def empty_transcripts(source, cfg, key: str) -> np.ndarray:
+  """True for each utterance of the split (in source order) whose `key` transcript is empty or blank:
+  fine-tuning leaves those out (a CTC target of nothing teaches the model to say nothing). Read in one
+  pass and cached beside the dataset (`empty-<split>-<key>.npy`), or from a transcripts file's rows."""
+  if isinstance(source, TranscribedSource):
+    return np.array([not _text(source[i].get(key, "")).strip() for i in range(len(source))], bool)
+  compute = lambda: (np.array(_scan(source, cfg, lambda ex: key in ex and not _text(ex[key]).strip()), bool),)
+  return _cached_index(source, (f"empty-{{split}}-{key}.npy",), compute)[0].astype(bool)
+
+
+def _cached_index(source, names: tuple[str, ...], compute) -> tuple[np.ndarray, ...]:
+  """Per-utterance arrays of the split, cached as `names` ("{split}" filled in) beside the dataset: read
+  from there when every one is present and whole, else `compute()`d and written (by process 0 only: a
+  bucket takes ~1 write/s per object); recomputed each time where the dataset has no directory or it is
+  not writable."""
   info = getattr(source, "dataset_info", None)
+  caches = None
   if info is not None and getattr(info, "data_dir", None):
-    root = storage.path(info.data_dir)
-    caches = (root / f"lengths-{source.split}-{cfg.audio_key}.npy", root / f"ids-{source.split}-{cfg.id_key}.npy")
+    caches = [storage.path(info.data_dir) / name.format(split=source.split) for name in names]
     cached = [_read_index(c, len(source)) for c in caches]
     if all(c is not None for c in cached):
-      return cached[0], cached[1]
-  n = len(source)
-  chunks = [range(i, min(i + 256, n)) for i in range(0, n, 256)]
-  read = lambda r: [(len(ex[cfg.audio_key]), labels_lib.utterance_id(ex[cfg.id_key]))
-                    for ex in source.__getitems__(list(r))]
-  with concurrent.futures.ThreadPoolExecutor(max(1, cfg.num_threads)) as pool:
-    rows = [x for part in pool.map(read, chunks) for x in part]
-  lengths = np.array([r[0] for r in rows], np.int64)
-  ids = np.array([r[1] for r in rows], dtype=str)
+      return tuple(cached)
+  values = compute()
   import jax
 
-  if caches is not None and jax.process_index() == 0:  # one writer: a bucket takes ~1 write/s per object
-    for cache, values in zip(caches, (lengths, ids)):
-      _write_index(cache, values)
-  return lengths, ids
+  if caches is not None and jax.process_index() == 0:
+    for cache, value in zip(caches, values):
+      _write_index(cache, value)
+  return values
+
+
+def _scan(source, cfg, value) -> list:
+  """`value(example)` for every example of the source, in order: one pass, read in chunks by threads."""
+  import concurrent.futures
+
+  n = len(source)
+  chunks = [range(i, min(i + 256, n)) for i in range(0, n, 256)]
+  read = lambda r: [value(ex) for ex in source.__getitems__(list(r))]
+  with concurrent.futures.ThreadPoolExecutor(max(1, cfg.num_threads)) as pool:
+    return [x for part in pool.map(read, chunks) for x in part]
 
 
 def _read_index(cache, n: int) -> np.ndarray | None:
@@ -335,8 +360,12 @@ def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1, batch_
   read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch)
   mix = _Mix(cfg, _noises(cfg), process_index)
   if cfg.batching in ("duration", "padded"):
-    make = buckets_lib.make_plan if cfg.batching == "duration" else buckets_lib.make_padded_plan
-    plan = make(length_index(source, cfg), cfg, batch_multiple=buckets_lib.lcm(batch_multiple, process_count))
+    multiple = buckets_lib.lcm(batch_multiple, process_count)
+    if cfg.batching == "duration":
+      plan = buckets_lib.make_plan(length_index(source, cfg), cfg, batch_multiple=multiple)
+    else:
+      empty = empty_transcripts(source, cfg, cfg.transcript_key or vocab.field) if vocab is not None else None
+      plan = buckets_lib.make_padded_plan(length_index(source, cfg), cfg, batch_multiple=multiple, exclude=empty)
     ds = _DurationBatches(source, plan, _Example(cfg, store, vocab), mix, cfg, process_index, process_count)
     return ds.to_iter_dataset(read), plan
   if cfg.batching != "fixed":

@@ -5,16 +5,21 @@ else $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets).
   python -m wavlm_jax.data.prepare librispeech_dir /data/LibriSpeech --name ls960 --validation-fraction 0.01
   python -m wavlm_jax.data.prepare audio_dir /data/librilight/small --name librilight_small
   python -m wavlm_jax.data.prepare noise_dir /data/musan/noise --name musan
+  python -m wavlm_jax.data.prepare librilight_dir /data/librilight --subset small        # -> librilight_dir/small
+  python -m wavlm_jax.data.prepare gigaspeech_dir /data/GigaSpeech --subset XL           # -> gigaspeech_dir/xl
+  python -m wavlm_jax.data.prepare voxpopuli_dir /data/voxpopuli/unlabelled_data --languages en --name en
 
-A folder dataset is then named KIND/NAME in configs (e.g. `--config.data.dataset=librispeech_dir/ls960`).
-Unreadable, empty, NaN and too-short files are skipped and counted (`skipped.json` beside the dataset);
-other sample rates are resampled to 16 kHz and channels down-mixed.
+A folder dataset is then named KIND/NAME in configs (e.g. `--config.data.dataset=librispeech_dir/ls960`;
+NAME defaults to the subset when one is given). Unreadable, empty, NaN, silent and too-short files are
+skipped and listed with the reason (`skipped.json` beside the dataset); other sample rates are resampled
+to 16 kHz and channels down-mixed. The corpora's layouts: docs/data.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,30 +30,45 @@ def main(argv=None) -> int:
 
   p = argparse.ArgumentParser(prog="python -m wavlm_jax.data.prepare", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("kind", help="espeak_speech/CONFIG, or a folder kind: " + ", ".join(sorted(builders.FOLDER_BUILDERS)))
+  kinds = builders.folder_builders()
+  p.add_argument("kind", help="espeak_speech/CONFIG, or a folder kind: " + ", ".join(sorted(kinds)))
   p.add_argument("path", nargs="?", help="the folder (folder kinds only)")
-  p.add_argument("--name", default="default", help="the dataset's config name: KIND/NAME")
+  p.add_argument("--name", default="", help="the dataset's config name: KIND/NAME (default: the subset, else 'default')")
   p.add_argument("--data-dir", default="")
   p.add_argument("--min-seconds", type=float, default=0.5, help="shorter files are skipped")
   p.add_argument("--validation-fraction", type=float, default=0.0,
                  help="held out as a 'validation' split by a stable hash of each file (0: train only)")
+  p.add_argument("--subset", default="", help="librilight_dir: small,medium,large,duplicate (comma-separated; "
+                 "default all present); gigaspeech_dir: XS, S, M, L or XL (default XL)")
+  p.add_argument("--max-seconds", type=float, default=0.0,
+                 help="librilight_dir, voxpopuli_dir: the longest piece cut from a recording (default 15.625)")
+  p.add_argument("--languages", default="", help="voxpopuli_dir: languages kept, comma-separated (default all)")
   args = p.parse_args(argv)
+  options = {"subset": args.subset, "max_seconds": args.max_seconds,
+             "languages": tuple(s for s in args.languages.split(",") if s)}
+  name = args.name or (re.sub(r"[^a-z0-9]+", "_", args.subset.lower()).strip("_") if args.subset else "default")
   data_dir = paths.data_dir(args.data_dir)
-  if args.kind in builders.FOLDER_BUILDERS:
+  if args.kind in kinds:
     if not args.path:
       p.error(f"{args.kind} needs the folder to read")
     if args.path.startswith(("gs://", "s3://")):
       p.error(f"{args.path}: audio folders are read from local disk (or a gcsfuse mount); --data-dir may be a bucket")
     if not os.path.isdir(args.path):
       p.error(f"{args.path}: not a directory")
-    builder = builders.prepare_folder(args.kind, args.path, data_dir, name=args.name, min_seconds=args.min_seconds,
-                                      validation_fraction=args.validation_fraction)
-    name = f"{args.kind}/{args.name}"
+    try:
+      builders.folder_config(args.kind, args.path, **options)  # an option the kind does not read: a usage error
+    except ValueError as e:
+      p.error(str(e))
+    builder = builders.prepare_folder(args.kind, args.path, data_dir, name=name, min_seconds=args.min_seconds,
+                                      validation_fraction=args.validation_fraction, **options)
+    name = f"{args.kind}/{name}"
   else:
     if args.path:
       p.error(f"{args.kind} is a registered dataset and takes no folder")
-    ignored = [f for f, v, d in (("--name", args.name, "default"), ("--min-seconds", args.min_seconds, 0.5),
-                                 ("--validation-fraction", args.validation_fraction, 0.0)) if v != d]
+    ignored = [f for f, v, d in (("--name", args.name, ""), ("--min-seconds", args.min_seconds, 0.5),
+                                 ("--validation-fraction", args.validation_fraction, 0.0), ("--subset", args.subset, ""),
+                                 ("--max-seconds", args.max_seconds, 0.0), ("--languages", args.languages, ""))
+               if v != d]
     if ignored:
       p.error(f"{', '.join(ignored)}: for folder datasets only; {args.kind} has its own splits")
     builder = builders.prepare(args.kind, data_dir)
