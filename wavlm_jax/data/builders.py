@@ -157,6 +157,11 @@ class _FolderBuilder(tfds.core.GeneratorBasedBuilder):
       return super().download_and_prepare(*args, **kwargs)
     super().download_and_prepare(*args, **kwargs)
     report = self._report()
+    if getattr(self, "use_beam", False):  # what the workers left out, listed beside the launcher's own
+      from wavlm_jax.data import beam_prepare
+
+      for where, reason in beam_prepare.read_skipped(self.beam_skipped_dir):
+        report.skip(where, reason)
     print(f"{self.name}/{self.builder_config.name}: {report.summary()}")
     Path(self.data_dir, "skipped.json").write_text(json.dumps(report.to_json(), indent=2))
 
@@ -270,23 +275,39 @@ def default_data_dir() -> str:
   return paths.data_dir()
 
 
-def _build(make: Callable[[str], tfds.core.DatasetBuilder], data_dir: str) -> tfds.core.DatasetBuilder:
-  """`make(data_dir)` prepared in `data_dir`. ArrayRecord files are written locally only, so a dataset
-  for a bucket (gs://...) is built in a local temporary data dir and uploaded, dataset_info.json last
-  (TFDS takes a version directory without it as not prepared)."""
+def _build(make: Callable[[str], tfds.core.DatasetBuilder], data_dir: str,
+           beam_options: str = "") -> tfds.core.DatasetBuilder:
+  """`make(data_dir)` prepared in `data_dir`, in-process or, with `beam_options`, as a Beam pipeline.
+  ArrayRecord files are written locally only, so a dataset for a bucket (gs://...) is built in a local
+  temporary data dir and uploaded, dataset_info.json last (TFDS takes a version directory without it as
+  not prepared)."""
   if not storage.is_url(data_dir):
     builder = make(data_dir)
-    builder.download_and_prepare(file_format=ARRAY_RECORD)
+    _prepare(builder, data_dir, beam_options)
     return builder
   remote = make(data_dir)
   if remote.is_prepared():
     return remote
   with tempfile.TemporaryDirectory(prefix="wavlm_jax-build-") as tmp:
     local = make(tmp)
-    local.download_and_prepare(file_format=ARRAY_RECORD)
+    _prepare(local, tmp, beam_options)
     version_dir = os.path.relpath(local.data_dir, tmp)
     storage.upload_tree(local.data_dir, storage.path(data_dir) / version_dir, last="dataset_info.json")
   return make(data_dir)
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, data_dir: str, beam_options: str) -> None:
+  if not beam_options:
+    builder.download_and_prepare(file_format=ARRAY_RECORD)
+    return
+  from wavlm_jax.data import beam_prepare
+
+  options = beam_prepare.pipeline_options(beam_options)
+  os.makedirs(data_dir, exist_ok=True)  # the workers' list of what they skip is kept beside the dataset
+  with tempfile.TemporaryDirectory(prefix=".wavlm_jax-skipped-", dir=data_dir) as skipped:
+    builder.use_beam, builder.beam_skipped_dir = True, skipped
+    builder.download_and_prepare(file_format=ARRAY_RECORD,
+                                 download_config=tfds.download.DownloadConfig(beam_options=options))
 
 
 def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
@@ -321,10 +342,17 @@ def folder_config(kind: str, path: str | os.PathLike, *, name: str = "default", 
 
 
 def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = None, *, name: str = "default",
-                   min_seconds: float = 0.5, validation_fraction: float = 0.0, **options) -> tfds.core.DatasetBuilder:
+                   min_seconds: float = 0.5, validation_fraction: float = 0.0, beam_options: str = "",
+                   **options) -> tfds.core.DatasetBuilder:
   """Builds a folder dataset (`folder_builders()`: audio_dir, noise_dir, librispeech_dir, librilight_dir,
-  gigaspeech_dir, voxpopuli_dir) under config `name`; `options`: subset, max_seconds, languages."""
+  gigaspeech_dir, voxpopuli_dir) under config `name`; `options`: subset, max_seconds, languages.
+  `beam_options` ("runner=DirectRunner,direct_num_workers=2,..."): the pretraining corpora only, built as
+  an Apache Beam pipeline (`wavlm_jax/data/beam_prepare.py`) into the same dataset."""
   config = folder_config(kind, path, name=name, min_seconds=min_seconds, validation_fraction=validation_fraction,
                          **options)
   builder = folder_builders()[kind]
-  return _build(lambda d: builder(data_dir=d, config=config, file_format=ARRAY_RECORD), paths.data_dir(data_dir))
+  if beam_options and not getattr(builder, "READER", None):
+    raise ValueError(f"{kind} is built in-process only; Beam preparation is for "
+                     "librilight_dir, gigaspeech_dir and voxpopuli_dir")
+  return _build(lambda d: builder(data_dir=d, config=config, file_format=ARRAY_RECORD), paths.data_dir(data_dir),
+                beam_options)

@@ -76,63 +76,33 @@ def _seconds(audio: np.ndarray) -> np.float32:
   return np.float32(len(audio) / audio_io.SAMPLE_RATE)
 
 
-class _CorpusBuilder(builders._FolderBuilder):
-  """A corpus of long recordings, each cut into examples. Subclasses give `_features`, `_items(root)`
-  (picklable work items, in a deterministic order, with the source id and split each belongs to) and
-  `_pieces(item)`."""
+class Reader:
+  """How one corpus' layout becomes examples, apart from TFDS so that Beam workers can run it (it pickles:
+  only the config). `items(root, report)` lists the work: (split, source id, item) for every recording,
+  in a deterministic order, listing what it cannot use in `report`; `pieces(item)` cuts one item into
+  (key, example) pairs and `Skipped` records."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIGS = [builders.FolderConfig(name="default")]
+  OPTIONS: tuple[str, ...] = ()
 
-  def _features(self) -> dict:
+  def __init__(self, config: builders.FolderConfig):
+    self.config = config
+
+  def features(self) -> dict:
     raise NotImplementedError
 
-  def _items(self, root: Path) -> list[tuple[str, str, object]]:
-    """(split, source id, item) for every unit of work."""
+  def items(self, root: Path, report: audio_io.SkipReport) -> list[tuple[str, str, object]]:
     raise NotImplementedError
 
-  def _pieces(self, item) -> Iterator[tuple[str, dict] | Skipped]:
+  def pieces(self, item) -> Iterator[tuple[str, dict] | Skipped]:
     raise NotImplementedError
 
-  def _info(self):
-    features = {"id": tfds.features.Text(), "audio": builders._audio_feature(), "duration": np.float32,
-                "source": tfds.features.Text(), **self._features()}
-    return tfds.core.DatasetInfo(builder=self, description=self.__doc__,
-                                 features=tfds.features.FeaturesDict(features))
+  def max_seconds(self) -> float:
+    return self.config.max_seconds or DEFAULT_MAX_SECONDS
 
-  def _max_seconds(self) -> float:
-    return self.builder_config.max_seconds or DEFAULT_MAX_SECONDS
-
-  def _split_generators(self, dl_manager):
-    root = Path(self.builder_config.path)
-    if not root.is_dir():
-      raise FileNotFoundError(f"{root}: not a directory")
-    frac = self.builder_config.validation_fraction
-    splits: dict[str, list] = {}
-    for split, source, item in self._items(root):
-      if split == "train" and frac > 0 and _held_out(source, frac):
-        split = "validation"
-      splits.setdefault(split, []).append(item)
-    if not splits.get("train"):
-      raise FileNotFoundError(f"{root}: no {self.name} recordings found ({self._layout()})")
-    return {split: self._generate_examples(items=items) for split, items in splits.items()}
-
-  def _layout(self) -> str:
-    return self.__doc__.split("\n\n")[0]
-
-  def _generate_examples(self, items):
-    for item in items:
-      for piece in self._pieces(item):
-        if isinstance(piece, Skipped):
-          self._report().skip(*piece)
-        else:
-          yield piece
-
-  def _cut(self, path: Path, groups, name: str, min_seconds: float | None = None):
+  def cut(self, path: Path, groups, name: str):
     """(index, audio) of each group of spans of `path` that makes an example, Skipped for the others."""
-    min_seconds = self.builder_config.min_seconds if min_seconds is None else min_seconds
     try:
-      pieces = audio_io.read_spans(path, groups, min_seconds=min_seconds)
+      pieces = audio_io.read_spans(path, groups, min_seconds=self.config.min_seconds)
     except audio_io.BadAudio as e:
       yield Skipped(str(path), str(e))
       return
@@ -141,6 +111,55 @@ class _CorpusBuilder(builders._FolderBuilder):
         yield Skipped(f"{path} [{name} {i}: {group[0][0]:.2f}-{group[-1][1]:.2f} s]", str(audio))
       else:
         yield i, audio
+
+
+class _CorpusBuilder(builders._FolderBuilder):
+  """A corpus of long recordings, each cut into examples by its `READER`; in-process, or as a Beam
+  pipeline when `use_beam` is set (`builders.prepare_folder(..., beam_options=...)`)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [builders.FolderConfig(name="default")]
+  READER: type[Reader] = Reader
+  use_beam = False  # set by builders.prepare_folder(..., beam_options=...)
+  beam_skipped_dir = ""  # where Beam workers list what they leave out (merged into skipped.json)
+
+  @property
+  def reader(self) -> Reader:
+    return self.READER(self.builder_config)
+
+  def _info(self):
+    features = {"id": tfds.features.Text(), "audio": builders._audio_feature(), "duration": np.float32,
+                "source": tfds.features.Text(), **self.reader.features()}
+    return tfds.core.DatasetInfo(builder=self, description=self.__doc__,
+                                 features=tfds.features.FeaturesDict(features))
+
+  def _split_generators(self, dl_manager):
+    root = Path(self.builder_config.path)
+    if not root.is_dir():
+      raise FileNotFoundError(f"{root}: not a directory")
+    frac = self.builder_config.validation_fraction
+    splits: dict[str, list] = {}
+    for split, source, item in self.reader.items(root, self._report()):
+      if split == "train" and frac > 0 and _held_out(source, frac):
+        split = "validation"
+      splits.setdefault(split, []).append(item)
+    if not splits.get("train"):
+      raise FileNotFoundError(f"{root}: no {self.name} recordings found ({self.__doc__.split(':')[0]})")
+    if self.use_beam:
+      from wavlm_jax.data import beam_prepare
+
+      return {split: beam_prepare.cut(self.reader, split, items, self.beam_skipped_dir)
+              for split, items in splits.items()}
+    return {split: self._generate_examples(items=items) for split, items in splits.items()}
+
+  def _generate_examples(self, items):
+    reader = self.reader
+    for item in items:
+      for piece in reader.pieces(item):
+        if isinstance(piece, Skipped):
+          self._report().skip(*piece)
+        else:
+          yield piece
 
 
 def _duration(path: Path) -> float | Skipped:
@@ -163,20 +182,16 @@ def _duration(path: Path) -> float | Skipped:
 LIBRILIGHT_SUBSETS = ("small", "medium", "large", "duplicate")
 
 
-class LibrilightDir(_CorpusBuilder):
-  """Libri-Light (facebookresearch/libri-light): SUBSET/SPEAKER/BOOK/FILE.flac, each with FILE.json (its
-  voice-activity spans, SNR and book metadata), SUBSET one of small, medium, large, duplicate. Every
-  recording is cut at voice-activity boundaries into pieces of at most `max_seconds` of speech
-  (`vad_groups`; default 15.625 s). A flac without a .json beside it (an already-cut folder, such as
-  `cut_by_vad.py` writes) is taken as one span, split evenly if longer than `max_seconds`."""
+class LibrilightReader(Reader):
+  """How `librilight_dir` reads its layout (see LibrilightDir)."""
 
   OPTIONS = ("subset", "max_seconds")
 
-  def _features(self):
+  def features(self):
     return {"speaker": tfds.features.Text(), "book": tfds.features.Text(), "snr": np.float32}
 
-  def _subset_dirs(self, root: Path) -> list[tuple[str, Path]]:
-    wanted = [s for s in self.builder_config.subset.split(",") if s]
+  def subset_dirs(self, root: Path) -> list[tuple[str, Path]]:
+    wanted = [s for s in self.config.subset.split(",") if s]
     unknown = sorted(set(wanted) - set(LIBRILIGHT_SUBSETS))
     if unknown:
       raise ValueError(f"librilight_dir: unknown subset(s) {unknown}; Libri-Light has {list(LIBRILIGHT_SUBSETS)}")
@@ -192,9 +207,9 @@ class LibrilightDir(_CorpusBuilder):
       raise FileNotFoundError(f"{root}: no folder for subset(s) {missing} (found {present})")
     return [(s, root / s) for s in (wanted or present)]
 
-  def _items(self, root):
+  def items(self, root, report):
     items = []
-    for subset, folder in self._subset_dirs(root):
+    for subset, folder in self.subset_dirs(root):
       for path in sorted(folder.rglob("*.flac")):
         rel = path.relative_to(folder)
         parts = rel.parts
@@ -204,7 +219,7 @@ class LibrilightDir(_CorpusBuilder):
         items.append(("train", source, (str(path), source, speaker, book)))
     return items
 
-  def _pieces(self, item):
+  def pieces(self, item):
     path, source, speaker, book = item
     path = Path(path)
     meta_path = path.with_suffix(".json")
@@ -228,8 +243,8 @@ class LibrilightDir(_CorpusBuilder):
         return
     else:
       spans = [(0.0, duration)]
-    groups = vad_groups(spans, self._max_seconds(), duration)
-    for piece in self._cut(path, groups, "piece"):
+    groups = vad_groups(spans, self.max_seconds(), duration)
+    for piece in self.cut(path, groups, "piece"):
       if isinstance(piece, Skipped):
         yield piece
         continue
@@ -237,6 +252,17 @@ class LibrilightDir(_CorpusBuilder):
       key = f"{source}_{i:04d}"
       yield key, {"id": key, "audio": audio, "duration": _seconds(audio), "source": source, "speaker": speaker,
                   "book": book, "snr": snr}
+
+
+class LibrilightDir(_CorpusBuilder):
+  """Libri-Light (facebookresearch/libri-light): SUBSET/SPEAKER/BOOK/FILE.flac, each with FILE.json (its
+  voice-activity spans, SNR and book metadata), SUBSET one of small, medium, large, duplicate. Every
+  recording is cut at voice-activity boundaries into pieces of at most `max_seconds` of speech
+  (`vad_groups`; default 15.625 s). A flac without a .json beside it (an already-cut folder, such as
+  `cut_by_vad.py` writes) is taken as one span, split evenly if longer than `max_seconds`."""
+
+  READER = LibrilightReader
+  OPTIONS = LibrilightReader.OPTIONS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,20 +279,15 @@ def gigaspeech_text(text_tn: str) -> str:
   return " ".join(words)
 
 
-class GigaspeechDir(_CorpusBuilder):
-  """GigaSpeech (SpeechColab/GigaSpeech), decrypted: GigaSpeech.json (every audio's `path`, `aid`,
-  `source` and `segments`, each with `sid`, `begin_time`, `end_time`, `text_tn`, `subsets`) beside the
-  Opus audio it names. `train` holds the segments of `--subset` (XS, S, M, L or XL; nested: XS is in all
-  of them; default XL, the 10,000 h), `validation` the {DEV} and `test` the {TEST} segments. The text is
-  kept without its punctuation tags; segments whose text is a garbage tag (<SIL>, <MUSIC>, <NOISE>,
-  <OTHER>) are left out, as the corpus recommends."""
+class GigaspeechReader(Reader):
+  """How `gigaspeech_dir` reads its layout (see GigaspeechDir)."""
 
   OPTIONS = ("subset",)
 
-  def _features(self):
+  def features(self):
     return {"text": tfds.features.Text(), "speaker": tfds.features.Text(), "domain": tfds.features.Text()}
 
-  def _metadata(self, root: Path) -> tuple[Path, dict]:
+  def metadata(self, root: Path) -> tuple[Path, dict]:
     meta = root / "GigaSpeech.json"
     if not meta.is_file():
       raise FileNotFoundError(f"{root}: no GigaSpeech.json; point at the decrypted GigaSpeech folder")
@@ -275,19 +296,19 @@ class GigaspeechDir(_CorpusBuilder):
     except ValueError as e:
       raise ValueError(f"{meta}: not valid JSON ({e})") from None
 
-  def _items(self, root):
-    subset = self.builder_config.subset or "XL"
+  def items(self, root, report):
+    subset = self.config.subset or "XL"
     if subset not in GIGASPEECH_SUBSETS:
       raise ValueError(f"gigaspeech_dir: subset {subset!r}; GigaSpeech's training subsets are "
                        f"{list(GIGASPEECH_SUBSETS)} (DEV and TEST become the validation and test splits)")
-    meta_path, meta = self._metadata(root)
+    meta_path, meta = self.metadata(root)
     tags = {"train": "{" + subset + "}", "validation": "{DEV}", "test": "{TEST}"}
     items = []
     for n, audio in enumerate(meta.get("audios") or []):
       try:
         aid, rel, segments = str(audio["aid"]), str(audio["path"]), audio["segments"]
       except (KeyError, TypeError) as e:
-        self._report().skip(f"{meta_path} audios[{n}]", f"no {e} field")
+        report.skip(f"{meta_path} audios[{n}]", f"no {e} field")
         continue
       for split, tag in tags.items():
         mine = [s for s in segments if tag in (s.get("subsets") or [])]
@@ -295,7 +316,7 @@ class GigaspeechDir(_CorpusBuilder):
           items.append((split, aid, (str(root / rel), aid, str(audio.get("source", "")), mine)))
     return items
 
-  def _pieces(self, item):
+  def pieces(self, item):
     path, aid, domain, segments = item
     path = Path(path)
     if not path.is_file():
@@ -312,7 +333,7 @@ class GigaspeechDir(_CorpusBuilder):
                      str(s.get("speaker", ""))))
       except (KeyError, TypeError, ValueError) as e:
         yield Skipped(f"{path} [{s.get('sid')}]", f"segment without a usable {e}")
-    cut = self._cut(path, [k[1] for k in kept], "segment")
+    cut = self.cut(path, [k[1] for k in kept], "segment")
     for piece in cut:
       if isinstance(piece, Skipped):
         yield piece
@@ -323,31 +344,39 @@ class GigaspeechDir(_CorpusBuilder):
                   "speaker": speaker, "domain": domain}
 
 
+class GigaspeechDir(_CorpusBuilder):
+  """GigaSpeech (SpeechColab/GigaSpeech), decrypted: GigaSpeech.json (every audio's `path`, `aid`,
+  `source` and `segments`, each with `sid`, `begin_time`, `end_time`, `text_tn`, `subsets`) beside the
+  Opus audio it names. `train` holds the segments of `--subset` (XS, S, M, L or XL; nested: XS is in all
+  of them; default XL, the 10,000 h), `validation` the {DEV} and `test` the {TEST} segments. The text is
+  kept without its punctuation tags; segments whose text is a garbage tag (<SIL>, <MUSIC>, <NOISE>,
+  <OTHER>) are left out, as the corpus recommends."""
+
+  READER = GigaspeechReader
+  OPTIONS = GigaspeechReader.OPTIONS
+
+
 # ----------------------------------------------------------------------------------------------
 # VoxPopuli
 # ----------------------------------------------------------------------------------------------
 _VOXPOPULI_FILE = re.compile(r"^(?P<event>.+)_(?P<segment>\d+)$")
 
 
-class VoxpopuliDir(_CorpusBuilder):
-  """VoxPopuli unlabelled speech (facebookresearch/voxpopuli) as its `get_unlabelled_data.py` writes it:
-  unlabelled_data/LANG/YEAR/EVENT_SEGMENT.ogg, one voice-activity segment of a European Parliament
-  session per file; language and year from the path, the session (EVENT) as the source.
-  `--languages en` keeps English only (WavLM's 24k hours); files longer than `max_seconds` are split
-  evenly."""
+class VoxpopuliReader(Reader):
+  """How `voxpopuli_dir` reads its layout (see VoxpopuliDir)."""
 
   OPTIONS = ("languages", "max_seconds")
 
-  def _features(self):
+  def features(self):
     return {"language": tfds.features.Text(), "year": tfds.features.Text()}
 
-  def _items(self, root):
-    wanted = {s for s in self.builder_config.languages if s}
+  def items(self, root, report):
+    wanted = {s for s in self.config.languages if s}
     items = []
     for path in sorted(root.rglob("*.ogg")):
       year, language = path.parent.name, path.parent.parent.name
       if not (year.isdigit() and len(year) == 4):
-        self._report().skip(str(path), "not in VoxPopuli's LANG/YEAR/ layout")
+        report.skip(str(path), "not in VoxPopuli's LANG/YEAR/ layout")
         continue
       if wanted and language not in wanted:
         continue
@@ -357,16 +386,16 @@ class VoxpopuliDir(_CorpusBuilder):
       items.append(("train", source, (str(path), source, language, year)))
     return items
 
-  def _pieces(self, item):
+  def pieces(self, item):
     path, source, language, year = item
     path = Path(path)
     duration = _duration(path)
     if isinstance(duration, Skipped):
       yield duration
       return
-    groups = vad_groups([(0.0, duration)], self._max_seconds(), duration)
+    groups = vad_groups([(0.0, duration)], self.max_seconds(), duration)
     stem = f"{language}/{year}/{path.stem}"
-    for piece in self._cut(path, groups, "part"):
+    for piece in self.cut(path, groups, "part"):
       if isinstance(piece, Skipped):
         yield piece
         continue
@@ -374,6 +403,17 @@ class VoxpopuliDir(_CorpusBuilder):
       key = stem if len(groups) == 1 else f"{stem}_part{i}"
       yield key, {"id": key, "audio": audio, "duration": _seconds(audio), "source": source, "language": language,
                   "year": year}
+
+
+class VoxpopuliDir(_CorpusBuilder):
+  """VoxPopuli unlabelled speech (facebookresearch/voxpopuli) as its `get_unlabelled_data.py` writes it:
+  unlabelled_data/LANG/YEAR/EVENT_SEGMENT.ogg, one voice-activity segment of a European Parliament
+  session per file; language and year from the path, the session (EVENT) as the source.
+  `--languages en` keeps English only (WavLM's 24k hours); files longer than `max_seconds` are split
+  evenly."""
+
+  READER = VoxpopuliReader
+  OPTIONS = VoxpopuliReader.OPTIONS
 
 
 CORPUS_BUILDERS = {"librilight_dir": LibrilightDir, "gigaspeech_dir": GigaspeechDir, "voxpopuli_dir": VoxpopuliDir}

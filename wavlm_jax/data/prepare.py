@@ -8,6 +8,8 @@ else $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets).
   python -m wavlm_jax.data.prepare librilight_dir /data/librilight --subset small        # -> librilight_dir/small
   python -m wavlm_jax.data.prepare gigaspeech_dir /data/GigaSpeech --subset XL           # -> gigaspeech_dir/xl
   python -m wavlm_jax.data.prepare voxpopuli_dir /data/voxpopuli/unlabelled_data --languages en --name en
+  python -m wavlm_jax.data.prepare librilight_dir /data/librilight --subset small \
+      --beam-options runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
 
 A folder dataset is then named KIND/NAME in configs (e.g. `--config.data.dataset=librispeech_dir/ls960`;
 NAME defaults to the subset when one is given). Unreadable, empty, NaN, silent and too-short files are
@@ -43,6 +45,9 @@ def main(argv=None) -> int:
   p.add_argument("--max-seconds", type=float, default=0.0,
                  help="librilight_dir, voxpopuli_dir: the longest piece cut from a recording (default 15.625)")
   p.add_argument("--languages", default="", help="voxpopuli_dir: languages kept, comma-separated (default all)")
+  p.add_argument("--beam-options", default="", help="build as an Apache Beam pipeline (librilight_dir, gigaspeech_dir, "
+                 "voxpopuli_dir) with these pipeline options, e.g. "
+                 "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing (docs/data.md)")
   args = p.parse_args(argv)
   options = {"subset": args.subset, "max_seconds": args.max_seconds,
              "languages": tuple(s for s in args.languages.split(",") if s)}
@@ -59,15 +64,20 @@ def main(argv=None) -> int:
       builders.folder_config(args.kind, args.path, **options)  # an option the kind does not read: a usage error
     except ValueError as e:
       p.error(str(e))
+    if args.beam_options and not getattr(kinds[args.kind], "READER", None):
+      p.error(f"--beam-options: {args.kind} is built in-process only (Beam: librilight_dir, gigaspeech_dir, "
+              "voxpopuli_dir)")
     builder = builders.prepare_folder(args.kind, args.path, data_dir, name=name, min_seconds=args.min_seconds,
-                                      validation_fraction=args.validation_fraction, **options)
+                                      validation_fraction=args.validation_fraction, beam_options=args.beam_options,
+                                      **options)
     name = f"{args.kind}/{name}"
   else:
     if args.path:
       p.error(f"{args.kind} is a registered dataset and takes no folder")
     ignored = [f for f, v, d in (("--name", args.name, ""), ("--min-seconds", args.min_seconds, 0.5),
                                  ("--validation-fraction", args.validation_fraction, 0.0), ("--subset", args.subset, ""),
-                                 ("--max-seconds", args.max_seconds, 0.0), ("--languages", args.languages, ""))
+                                 ("--max-seconds", args.max_seconds, 0.0), ("--languages", args.languages, ""),
+                                 ("--beam-options", args.beam_options, ""))
                if v != d]
     if ignored:
       p.error(f"{', '.join(ignored)}: for folder datasets only; {args.kind} has its own splits")
