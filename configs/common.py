@@ -69,8 +69,14 @@ def parse_arg(arg, known):
   return words
 
 
+# A recipe's mixture shrunk for a laptop: three small embedded corpora (en-us, en-gb and fr voices), by hours.
+LOCAL_MIXTURE = (("espeak_speech/tiny", "train", 0.0), ("espeak_speech/tiny_gb", "train", 0.0),
+                 ("espeak_speech/tiny_fr", "train", 0.0))
+
+
 def runlocal(c):
-  """Shrinks a recipe to run on a laptop CPU: the tiny card's sizes on the embedded corpus."""
+  """Shrinks a recipe to run on a laptop CPU: the tiny card's sizes on the embedded corpus (a mixture
+  recipe: on LOCAL_MIXTURE, with a tokenizer over it)."""
   from configs import tokenize_mfcc
   from wavlm_jax.models.config import CARDS
 
@@ -87,6 +93,9 @@ def runlocal(c):
     c.data.noise = "synthetic"
     c.tokenizer = tokenize_mfcc.get_config("tiny")
     c.tokenizer.n_init = 1
+    if c.data.mixture:
+      c.data.mixture = c.tokenizer.mixture = LOCAL_MIXTURE
+      c.tokenizer.workdir = "runs/tokenizer/mix_tiny_mfcc_km100"
     c.total_steps, c.log_every = 50, 10
     c.checkpoint.every_steps = 25
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
@@ -102,6 +111,18 @@ def with_tokenizer(c, tokenizer, run_local: bool):
     c = runlocal(c)
     with c.unlocked():
       c.tokenizer = tokenizer.get_config("tiny")
+  return c
+
+
+def mixture_tokenizer(c, mixture, workdir: str, fit_fraction: float):
+  """Sets a recipe's data.mixture and a hidden-unit tokenizer over it (k = model.num_label_classes; the
+  teacher named on the command line: --config.tokenizer.checkpoint=DIR --config.tokenizer.layer=L)."""
+  from configs import tokenize_hidden
+
+  c.data.mixture = mixture
+  c.tokenizer = tokenize_hidden.get_config("ls960")
+  c.tokenizer.mixture, c.tokenizer.workdir = mixture, workdir
+  c.tokenizer.k, c.tokenizer.fit_fraction = c.model.num_label_classes, fit_fraction
   return c
 
 

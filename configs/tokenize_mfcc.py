@@ -40,6 +40,9 @@ def get_config(arg: str = "tiny"):
   """The MFCC tokenizer config of a preset (see the module docstring)."""
   c = ml_collections.ConfigDict()
   c.dataset = dataset_of(arg)
+  # Or a mixture of corpora, as data.mixture (the trainer copies a recipe's): k-means is fitted on a sample
+  # drawn from every component by its weight, and each component is labelled into labels/<component name>/.
+  c.mixture = ()
   c.data_dir = ""  # "" = $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (data/paths.py)
   c.prepare = True  # build the embedded corpus if absent (folder datasets are prepared beforehand)
   c.audio_key = "audio"

@@ -1,23 +1,39 @@
 """WavLM Base+ (docs/objectives.md#wavlm-pretraining): the Base architecture trained on 94k hours
-(Libri-Light, GigaSpeech, VoxPopuli) for 1M steps [UNVERIFIED step count], with utterance and noise
-mixing.
+(Libri-Light 60k, GigaSpeech 10k, VoxPopuli English 24k: a mixture by hours) for 1M steps [UNVERIFIED
+step count], with utterance and noise mixing.
 
   python -m wavlm_jax.train --config configs/wavlm_base_plus.py --workdir $W/wavlm_base_plus \
-      --config.data.dataset=audio_dir/mix94k --config.data.labels=... --config.data.noise=noise_dir/dns
+      --config.tokenizer.checkpoint=$W/hubert_base_it1/model --config.tokenizer.layer=9
+  python -m wavlm_jax.train --config configs/wavlm_base_plus.py:runlocal --workdir runs/wavlm_base_plus_local
 
-Data: prepare the unlabelled audio with `python -m wavlm_jax.data.prepare audio_dir FOLDER --name mix94k`
-and DNS noise with `python -m wavlm_jax.data.prepare noise_dir FOLDER --name dns`. We have not run this recipe at scale.
+The chain, from downloaded corpora to a launched pod (docs/data.md#the-pretraining-corpora has the
+layouts, sizes and the Beam commands for a cluster):
+  1. Prepare the three corpora as datasets named as MIX94K below, e.g. `python -m wavlm_jax.data.prepare
+     librilight_dir /data/librilight --subset small,medium,large` (Libri-Light: ~58k h, 3.4 TB of FLAC),
+     `gigaspeech_dir /data/GigaSpeech --subset XL` (10k h, decrypted first), `voxpopuli_dir
+     /data/voxpopuli/unlabelled_data --languages en --name en` (24k h), and DNS noise with `noise_dir
+     FOLDER --name dns`; add `--beam-options ...` to spread each over a cluster's workers.
+  2. The first run labels every component (k-means, k=500, of a Base teacher's layer 9, fitted on 0.1 %
+     of the utterances drawn from each corpus by its weight: ~94 h) into
+     runs/tokenizer/mix94k_hidden_km500/labels/<component>/, then pre-trains.
+  3. Check the pod first: `python -m wavlm_jax.aot --config configs/wavlm_base_plus.py --topology v5e:4x4`.
+Healthy: `data/share/*` in metrics.jsonl near the weights the log prints (by hours, ~0.61 / 0.11 / 0.28
+for Libri-Light's 58k h). We have not run this recipe at scale.
 """
 
 from configs import common, wavlm_base
+
+# The 94k hours as prepared datasets, weighted by hours (weight 0: data/mixture.py).
+MIX94K = (("librilight_dir/small_medium_large", "train", 0.0), ("gigaspeech_dir/xl", "train", 0.0),
+          ("voxpopuli_dir/en", "train", 0.0))
 
 
 def get_config(arg: str = ""):
   words = common.parse_arg(arg, {"runlocal"})
   c = wavlm_base.get_config()
-  c.data.dataset = "audio_dir/mix94k"
   c.data.noise, c.data.noise_prob = "noise_dir/dns", 0.5
   c.total_steps = 1_000_000
   c.mesh.fsdp = 4
   c.sharding = "fsdp"
+  c = common.mixture_tokenizer(c, MIX94K, "runs/tokenizer/mix94k_hidden_km500", fit_fraction=0.001)
   return common.runlocal(c) if "runlocal" in words else c

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from configs import (hubert_base, ils_ssl_base, tokenize_ctc, tokenize_hidden, tokenize_mfcc, tokenize_pbert, wavlm_base,
+from configs import (common, hubert_base, ils_ssl_base, tokenize_ctc, tokenize_hidden, tokenize_mfcc, tokenize_pbert, wavlm_base,
                      wavlm_large)
 from wavlm_jax import data
 from wavlm_jax.data import builders
@@ -37,6 +37,13 @@ def _assert_known_dataset(name: str, where: str) -> None:
     assert kind in builders.folder_builders() and config, f"{where}: no dataset {name}"
 
 
+def _assert_known_datasets(c, where: str) -> None:
+  """The datasets a config reads: its (tokenizer's) dataset, or every component of its mixture."""
+  node = c if "dataset" in c else c.data
+  for name in ([m[0] for m in node.mixture] if node.get("mixture") else [node.dataset]):
+    _assert_known_dataset(name, where)
+
+
 def _commands():
   """(recipe, config name, arg, [(field, value)]) of every command in every recipe's docstring (a command
   is a line with its backslash continuations)."""
@@ -55,8 +62,7 @@ def test_docstring_commands_name_configs_arguments_and_fields_that_exist():
   assert len(commands) >= 15
   for recipe, config, arg, fields in commands:
     c = _get(config, arg)  # an unknown module or argument raises here
-    dataset = c.dataset if "dataset" in c else c.data.dataset
-    _assert_known_dataset(dataset, f"{recipe}: --config configs/{config}.py:{arg}")
+    _assert_known_datasets(c, f"{recipe}: --config configs/{config}.py:{arg}")
     for field, _ in fields:
       node = c
       for part in field.split("."):
@@ -78,8 +84,10 @@ def test_labels_named_in_commands_are_where_a_tokenizer_preset_writes_them():
 def test_data_and_tokenizer_fit_together(name):
   c = _get(name.split(":")[0], TRAIN_RECIPES[name])
   config_lib.validate(c.model)
-  _assert_known_dataset(c.data.dataset, name)
-  if c.tokenizer:  # the labels it makes are those the trainer reads
+  _assert_known_datasets(c, name)
+  if c.data.mixture:  # the tokenizer labels every component the trainer reads
+    assert c.tokenizer.mixture == c.data.mixture and c.tokenizer.k <= c.model.num_label_classes
+  elif c.tokenizer:  # the labels it makes are those the trainer reads
     assert c.tokenizer.dataset == c.data.dataset and c.data.split == c.tokenizer.fit_split
     assert c.data.split in c.tokenizer.assign_splits
     assert c.tokenizer.k <= c.model.num_label_classes
@@ -92,14 +100,20 @@ def test_runlocal_opens_its_data_and_its_tokenizers_data(name, espeak_data_dir):
   arg = TRAIN_RECIPES[name]
   c = _get(name.split(":")[0], f"{arg},runlocal" if arg else "runlocal")
   config_lib.validate(c.model)
-  assert c.model.embed_dim == 64 and c.data.dataset == "espeak_speech/tiny"
+  assert c.model.embed_dim == 64
+  assert c.data.mixture == common.LOCAL_MIXTURE if c.data.mixture else c.data.dataset == "espeak_speech/tiny"
   with c.unlocked():
     c.data.data_dir = c.tokenizer.data_dir = espeak_data_dir
+  from wavlm_jax.targets import tokenize
+
+  if c.data.mixture:  # the components open (each is built on first use); training runs in test_mixture
+    assert c.tokenizer.mixture == c.data.mixture
+    for _, tok in tokenize._components(c.tokenizer):
+      assert len(tokenize._source(tok, tok.fit_split)) > 0
+    return
   it = data.create_iterator(c.data)
   batch = next(it)
   assert batch["audio"].shape in it.shapes() and not batch["padding_mask"].any()
-  from wavlm_jax.targets import tokenize
-
   for split in c.tokenizer.assign_splits:
     assert len(tokenize._source(c.tokenizer, split)) > 0
 

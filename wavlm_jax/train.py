@@ -30,6 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from wavlm_jax import audio, cli, data, storage  # noqa: E402
 from wavlm_jax.data import labels as labels_lib  # noqa: E402
+from wavlm_jax.data import mixture as mixture_lib  # noqa: E402
 from wavlm_jax.models import config as config_lib, directory, losses, partitioning, wavlm  # noqa: E402
 from wavlm_jax.models import params as params_lib  # noqa: E402
 from wavlm_jax.training import checkpoint, flops, mesh as mesh_lib, metrics as metrics_lib, optim  # noqa: E402
@@ -67,6 +68,64 @@ def ensure_labels(cfg) -> str:
     log(f"no labels at {store}: running the tokenizer ({tok.feature}, k={tok.k}) first")
     tokenize.run(tok)
   return str(store)
+
+
+def data_with_labels(cfg) -> tuple:
+  """cfg.data with its label stores resolved, and the store whose rate and classes the model takes. One
+  corpus: data.labels (`ensure_labels`). A mixture: each component's own `labels`, else data.labels if
+  it is a store, else the tokenizer's labels/<component name>/, the tokenizer run first over the whole
+  mixture when one is absent (k-means fitted on every component by its weight). The stores must agree
+  in label rate, and hold at most config.model.num_label_classes classes."""
+  data_cfg = cfg.data.copy_and_resolve_references()
+  if not cfg.data.get("mixture"):
+    path = ensure_labels(cfg)
+    with data_cfg.unlocked():
+      data_cfg.labels = path
+    return data_cfg, _checked_stores(cfg, [path])[0]
+  comps = mixture_lib.components(cfg.data.mixture)
+  shared = cfg.data.labels if cfg.data.labels and (storage.path(cfg.data.labels) / "meta.json").is_file() else ""
+  paths = [c.labels or shared for c in comps]
+  if not all(paths):
+    if not cfg.get("tokenizer"):
+      missing = [c.name for c, p in zip(comps, paths) if not p]
+      raise FileNotFoundError(f"data.mixture component(s) {missing} have no label store (their labels option, or "
+                              "data.labels) and config.tokenizer is unset; make labels with "
+                              "`python -m wavlm_jax.targets.tokenize` (--config.mixture as data.mixture)")
+    tok = cfg.tokenizer.copy_and_resolve_references()
+    with tok.unlocked():
+      tok.mixture = cfg.data.mixture
+    made = [str(storage.path(tok.workdir) / "labels" / c.name) for c in comps]
+    absent = not all((storage.path(m) / "meta.json").is_file() for m, p in zip(made, paths) if not p)
+    if jax.process_count() > 1:  # host 0 decides, so that every host runs the (multi-host) tokenizer or none
+      from jax.experimental import multihost_utils
+      absent = bool(multihost_utils.broadcast_one_to_all(np.array(absent)))
+    if absent:
+      from wavlm_jax.targets import tokenize
+
+      log(f"no labels for the mixture: running the tokenizer ({tok.feature}, k={tok.k}) over its components first")
+      tokenize.run(tok)
+    paths = [p or m for p, m in zip(paths, made)]
+  with data_cfg.unlocked():
+    data_cfg.mixture = tuple((c.dataset, c.split, c.weight, {**_options(c), "labels": p}) for c, p in zip(comps, paths))
+  stores = _checked_stores(cfg, paths)
+  return data_cfg, stores[0]
+
+
+def _options(component) -> dict:
+  return {k: v for k, v in (("min_seconds", component.min_seconds), ("max_seconds", component.max_seconds))
+          if v is not None}
+
+
+def _checked_stores(cfg, paths: list[str]) -> list[labels_lib.LabelStore]:
+  stores = [labels_lib.LabelStore(p) for p in paths]
+  for path, store in zip(paths, stores):
+    if store.num_classes > cfg.model.num_label_classes:
+      raise ValueError(f"label store {path} has {store.num_classes} classes but "
+                       f"config.model.num_label_classes={cfg.model.num_label_classes}")
+    if store.label_rate != stores[0].label_rate:
+      raise ValueError(f"label stores {paths[0]} and {path} have different label rates "
+                       f"({stores[0].label_rate} and {store.label_rate} Hz): one mixture takes one rate")
+  return stores
 
 
 # ================================================================================================
@@ -287,14 +346,7 @@ def train(cfg, workdir: str) -> dict:
       f"sharding preset {cfg.sharding!r}")
 
   # ---- Data ----------------------------------------------------------------------------------
-  labels_path = ensure_labels(cfg)
-  store = labels_lib.LabelStore(labels_path)
-  if store.num_classes > cfg.model.num_label_classes:
-    raise ValueError(f"label store {labels_path} has {store.num_classes} classes but "
-                     f"config.model.num_label_classes={cfg.model.num_label_classes}")
-  data_cfg = cfg.data.copy_and_resolve_references()
-  with data_cfg.unlocked():
-    data_cfg.labels = labels_path
+  data_cfg, store = data_with_labels(cfg)
   iterator = data.create_iterator(data_cfg, batch_multiple=mesh_lib.batch_devices(mesh))
   if iterator.plan is not None:
     log(f"duration batching: {json.dumps(iterator.plan.stats())}")
@@ -429,7 +481,8 @@ def _preempted(stop, step: int, every: int, total_steps: int) -> bool:
 class Reporter:
   """A step's metrics, fetched one step late (the device runs the next step meanwhile): TensorBoard and
   metrics.jsonl every `log_every` steps, the console line, mixed-input audio, per-step throughput and
-  MFU, and the first/last-tenth averages of the summary. A step's time runs from the previous step's
+  MFU, a mixture's per-component audio shares (`data/share/NAME`), and the first/last-tenth averages of
+  the summary. A step's time runs from the previous step's
   metrics to its own: with the next step always queued, the device ran this step in between; its FLOPs
   and audio are its own bucket's."""
 
@@ -439,6 +492,8 @@ class Reporter:
     self.writer = metrics_lib.Writer(workdir, enabled=jax.process_index() == 0)
     self.progress = metrics_lib.Progress(total_steps, start_step, fields)
     self.averages = Averages((total_steps - start_step) // 10, keys)
+    mixture = cfg.data.get("mixture") if "data" in cfg else None
+    self.shares = mixture_lib.Shares([c.name for c in mixture_lib.components(mixture)]) if mixture else None
     self._pending, self._done = None, None
 
   def add(self, step: int, device_metrics: dict, host_batch: dict, step_flops: float):
@@ -464,6 +519,8 @@ class Reporter:
       m["steps_per_second"] = 1.0 / seconds
       m["audio_seconds_per_second"] = m["audio_seconds"] / seconds  # real audio only, never padding
       m["mfu"] = step_flops / seconds / self.peak if self.peak > 0 else 0.0
+    if self.shares is not None and "component" in host_batch:  # a mixture's batch is one component's
+      m |= self.shares.add(int(host_batch["component"][0]), m["audio_seconds"])
     self.averages.add(m)
     cfg = self.cfg
     if step % cfg.log_every == 0 or force or step == 1:

@@ -202,12 +202,16 @@ class Plan:
             "batches_per_epoch": self.batches_per_epoch, "cropped_share": 1.0 - seen / max(usable, 1)}
 
 
-def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = SAMPLE_RATE) -> Plan:
+def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int = SAMPLE_RATE,
+              exclude: np.ndarray | None = None, samples: list[int] | None = None) -> Plan:
   """The plan for a `data` config block (crop_seconds, min_seconds, batch_size, num_buckets or
-  bucket_seconds, seed) over the split's utterance lengths (samples)."""
+  bucket_seconds, seed) over the split's utterance lengths (samples), leaving out `exclude`d ones;
+  `samples`: these bucket lengths instead of choosing (a mixture's components share theirs)."""
   crop = int(round(cfg.crop_seconds * sample_rate))
   min_samples = int(round(cfg.min_seconds * sample_rate))
-  if cfg.bucket_seconds:
+  if samples is not None:
+    samples = sorted(samples)
+  elif cfg.bucket_seconds:
     samples = sorted({int(round(s * sample_rate)) // FRAME * FRAME for s in cfg.bucket_seconds})
     if samples[0] < FRAME:
       raise ValueError(f"data.bucket_seconds {tuple(cfg.bucket_seconds)}: every length must be at least 0.02 s")
@@ -220,7 +224,8 @@ def make_plan(lengths: np.ndarray, cfg, *, batch_multiple: int, sample_rate: int
   # shorter buckets carry at most that much audio in more rows.
   top = -(-cfg.batch_size // batch_multiple) * batch_multiple
   rows = bucket_rows(samples, top * samples[-1], batch_multiple)
-  return Plan(lengths, [Bucket(s, r) for s, r in zip(samples, rows)], seed=cfg.seed, min_samples=min_samples)
+  return Plan(lengths, [Bucket(s, r) for s, r in zip(samples, rows)], seed=cfg.seed, min_samples=min_samples,
+              exclude=exclude)
 
 
 def padded_lengths(lengths: np.ndarray, num_buckets: int, min_samples: int, max_samples: int) -> list[int]:

@@ -53,6 +53,11 @@ class EspeakSpeech(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       EspeakConfig(name="tiny", description="~100 utterances (~6 min), en-us; for tests",
                    utterances=(("train", 70), ("validation", 10), ("test", 10), ("test_unseen", 10))),
+      # With tiny, the three small corpora of the recipes' runlocal mixture (configs/common.py).
+      EspeakConfig(name="tiny_gb", description="~50 utterances, en-gb voices",
+                   utterances=(("train", 40), ("validation", 5), ("test", 5)), languages=("en-gb",), seed=1),
+      EspeakConfig(name="tiny_fr", description="~50 utterances, fr voices",
+                   utterances=(("train", 40), ("validation", 5), ("test", 5)), languages=("fr",), seed=2),
       EspeakConfig(name="small", description="~800 utterances (~1 h), en-us and en-gb",
                    utterances=(("train", 640), ("validation", 60), ("test", 60), ("test_unseen", 40)),
                    languages=("en-us", "en-gb")),

@@ -14,6 +14,9 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   c.dataset = "espeak_speech/tiny"  # a TFDS name: our builders or a catalog dataset prepared by the user
   c.data_dir = ""  # "" = $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (data/paths.py)
   c.split = "train"
+  # Or several corpora read as one stream: ((dataset, split, weight[, {min_seconds, max_seconds, labels}]),
+  # ...); weights 0: by hours (data/mixture.py). dataset/split are then unused.
+  c.mixture = ()
   c.prepare = True  # build the embedded eSpeak corpus if absent
   c.audio_key = "audio"  # feature names (catalog datasets differ: librispeech uses "speech")
   c.id_key = "id"

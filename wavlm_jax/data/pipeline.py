@@ -37,7 +37,8 @@ import grain
 import numpy as np
 
 from wavlm_jax import storage
-from wavlm_jax.data import buckets as buckets_lib, labels as labels_lib, mixing, noise as noise_lib, paths
+from wavlm_jax.data import buckets as buckets_lib, labels as labels_lib, mixing, mixture as mixture_lib
+from wavlm_jax.data import noise as noise_lib, paths
 from wavlm_jax.audio import SAMPLE_RATE, label_count, label_start, normalize_waveform, to_float
 
 
@@ -253,17 +254,18 @@ def transcript_ids(example: dict, key: str, vocab, samples: int) -> tuple[np.nda
 
 
 class _Mix:
-  """Per-batch work: mixing and normalisation, seeded by (seed, batch index, host)."""
+  """Per-batch work: mixing and normalisation, seeded by (seed, a mixture component's salt, batch index,
+  host)."""
 
   def __init__(self, cfg, noises, process_index: int):
     self.cfg, self.noises, self.process_index = cfg, noises, process_index
 
-  def __call__(self, index: int, batch: dict) -> dict:
+  def __call__(self, index: int, batch: dict, salt: tuple[int, ...] = ()) -> dict:
     c = self.cfg
     audio, pad = batch["audio"], batch["padding_mask"]
     batch["mixed"] = np.zeros(len(audio), bool)
     if c.mix_prob > 0:
-      rng = np.random.default_rng([c.seed, index, self.process_index, 1])
+      rng = np.random.default_rng([c.seed, *salt, index, self.process_index, 1])
       audio, info = mixing.mix_batch(audio, pad, rng, mix_prob=c.mix_prob, noise_prob=c.noise_prob,
                                      noises=self.noises, max_fraction=c.max_mix_fraction,
                                      utterance_snr=tuple(c.utterance_snr), noise_snr=tuple(c.noise_snr),
@@ -325,13 +327,16 @@ class _FilteredSource:
 
 
 class _DurationBatches(grain.MapDataset):
-  """Element i: this host's rows of global batch i of the plan, cropped and mixed (a dict of arrays)."""
+  """Element i: this host's rows of global batch i of the plan, cropped and mixed (a dict of arrays). In a
+  mixture, `component` k is the component's index (in the batch as `component`, and in its seeds)."""
 
   def __init__(self, source, plan: buckets_lib.Plan, example: _Example, mix, cfg, process_index: int,
-               process_count: int):
+               process_count: int, component: int | None = None):
     super().__init__()
     self._source, self._plan, self._example, self._mix = source, plan, example, mix
     self._seed, self._process_index, self._process_count = cfg.seed, process_index, process_count
+    self._component = component
+    self._salt = () if component is None else (0xC0, component)
 
   def __len__(self) -> int:
     return sys.maxsize  # endless: epoch after epoch
@@ -342,10 +347,13 @@ class _DurationBatches(grain.MapDataset):
     bucket, rows = self._plan.batch(index)
     local = bucket.rows // self._process_count
     first = self._process_index * local
-    examples = [self._example(self._source[int(rows[r])], np.random.default_rng([self._seed, index, r, 3]),
-                              bucket.samples) for r in range(first, first + local)]
+    examples = [self._example(self._source[int(rows[r])],
+                              np.random.default_rng([self._seed, *self._salt, index, r, 3]), bucket.samples)
+                for r in range(first, first + local)]
     batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-    return self._mix(index, batch)
+    if self._component is not None:
+      batch["component"] = np.full(local, self._component, np.int32)
+    return self._mix(index, batch, self._salt)
 
   def __str__(self) -> str:
     return f"DurationBatches({len(self._plan.buckets)} buckets)"
@@ -355,10 +363,15 @@ def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1, batch_
   """The per-host Grain dataset of batches (dicts of NumPy arrays) and, for duration or padded batching,
   its plan. `batch_multiple`: every global batch is a multiple of it (the trainer passes the
   data-parallel size). `vocab`: a CTC vocabulary; batches then carry the transcripts' ids."""
-  source = open_source(cfg)
-  store = labels_lib.LabelStore(cfg.labels) if cfg.labels else None
   read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch)
   mix = _Mix(cfg, _noises(cfg), process_index)
+  if cfg.get("mixture"):
+    if cfg.batching != "duration":
+      raise ValueError(f"data.mixture is for pretraining's duration batching; data.batching={cfg.batching!r}")
+    ds, plan = _mixture(cfg, mix, process_index, process_count, buckets_lib.lcm(batch_multiple, process_count))
+    return ds.to_iter_dataset(read), plan
+  source = open_source(cfg)
+  store = labels_lib.LabelStore(cfg.labels) if cfg.labels else None
   if cfg.batching in ("duration", "padded"):
     multiple = buckets_lib.lcm(batch_multiple, process_count)
     if cfg.batching == "duration":
@@ -383,6 +396,45 @@ def build_dataset(cfg, *, process_index: int = 0, process_count: int = 1, batch_
   ds = _HostSlice(ds, cfg.batch_size, local, process_index * local)
   it = ds.to_iter_dataset(read).batch(local, drop_remainder=True)
   return it.map_with_index(mix), None
+
+
+def component_config(cfg, component: mixture_lib.Component):
+  """The `data` block of one mixture component: its dataset, split, labels and length limits."""
+  out = cfg.copy_and_resolve_references()
+  with out.unlocked():
+    out.dataset, out.split, out.mixture = component.dataset, component.split, ()
+    out.labels = component.labels or cfg.labels
+    if component.min_seconds is not None:
+      out.min_seconds = component.min_seconds
+  return out
+
+
+def _mixture(cfg, mix, process_index: int, process_count: int, multiple: int):
+  """The components' duration batches, planned over shared bucket lengths, interleaved by Grain's
+  MapDataset.mix (docs/data.md#mixtures); and their MixturePlan."""
+  comps = mixture_lib.components(cfg.mixture)
+  cfgs = [component_config(cfg, c) for c in comps]
+  sources = [open_source(c) for c in cfgs]
+  lengths = [length_index(s, c) for s, c in zip(sources, cfgs)]
+  keep = [mixture_lib.usable(n, comp, cfg.min_seconds) for n, comp in zip(lengths, comps)]
+  weights = mixture_lib.resolve_weights(comps, lengths, keep)
+  samples = None
+  if not cfg.bucket_seconds:
+    low = min(int(round(c.min_seconds * SAMPLE_RATE)) for c in cfgs)
+    samples = buckets_lib.choose_lengths(mixture_lib.pooled_lengths(lengths, keep, weights, cfg.seed),
+                                         cfg.num_buckets, max(low, buckets_lib.FRAME),
+                                         int(round(cfg.crop_seconds * SAMPLE_RATE)))
+  plans, parts = [], []
+  for k, (c, source, n, usable) in enumerate(zip(cfgs, sources, lengths, keep)):
+    try:
+      plan = buckets_lib.make_plan(n, c, batch_multiple=multiple, exclude=~usable, samples=samples)
+    except ValueError as e:
+      raise ValueError(f"data.mixture[{k}] ({comps[k].dataset} {comps[k].split!r}): {e}") from None
+    store = labels_lib.LabelStore(c.labels) if c.labels else None
+    plans.append(plan)
+    parts.append(_DurationBatches(source, plan, _Example(c, store), mix, cfg, process_index, process_count,
+                                  component=k))
+  return grain.MapDataset.mix(parts, weights), mixture_lib.MixturePlan(comps, plans, weights)
 
 
 class HostIterator:
@@ -413,7 +465,7 @@ class HostIterator:
 
   def _fingerprint(self) -> dict:
     c = self.config
-    where = {"dataset": c.dataset, "split": c.split}
+    where = {"dataset": c.dataset, "split": c.split} if not c.get("mixture") else {}
     if self.plan is None:
       return {"batching": "fixed", **where, "batch_size": c.batch_size, "processes": self.process_count,
               "crop_seconds": c.crop_seconds, "min_seconds": c.min_seconds, "seed": c.seed}
@@ -436,7 +488,8 @@ class HostIterator:
           f"the checkpoint's data position was saved under other batching than this run's, so it would read "
           f"other batches: saved {json.dumps(saved)}, now {json.dumps(self._fingerprint())}. Resume with the "
           "same data config, data-parallel size and dataset (data.batching, batch_size, crop_seconds, "
-          "min_seconds, num_buckets/bucket_seconds, seed), or start a new workdir")
+          "min_seconds, num_buckets/bucket_seconds, seed; data.mixture: the same components and weights), "
+          "or start a new workdir")
     self._iter.set_state(grain_state)
 
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from wavlm_jax import audio, storage
 from wavlm_jax.data import labels as labels_lib
+from wavlm_jax.data import mixture as mixture_lib
 from wavlm_jax.data import paths, pipeline
 from wavlm_jax.data.config import data_config
 from wavlm_jax.targets import features as features_lib
@@ -264,6 +265,49 @@ def _fit_indices(cfg, n: int) -> np.ndarray:
   return np.sort(np.random.default_rng(cfg.seed).permutation(n)[:count])
 
 
+def _components(cfg) -> list[tuple[mixture_lib.Component, object]]:
+  """A mixture tokenizer's components, each with the tokenizer config of its own dataset and split."""
+  out = []
+  for comp in mixture_lib.components(cfg.mixture):
+    c = cfg.copy_and_resolve_references()
+    with c.unlocked():
+      c.dataset, c.fit_split, c.assign_splits, c.report_split, c.mixture = (
+          comp.dataset, comp.split, (comp.split,), comp.split, ())
+    out.append((comp, c))
+  return out
+
+
+def _fit_parts(cfg) -> tuple[list, dict]:
+  """(source, utterance indices, name) to fit on, and what they are for the provenance. One dataset:
+  cfg.fit_fraction of its fit split. A mixture: that fraction of all its utterances, drawn from each
+  component by its weight (by hours when the weights are 0), at most all of a component."""
+  if not cfg.get("mixture"):
+    available = available_splits(cfg)
+    if cfg.fit_split not in available:
+      raise _missing(cfg, "fit", cfg.fit_split, available)
+    source = _source(cfg, cfg.fit_split)
+    return [(source, _fit_indices(cfg, len(source)), cfg.fit_split)], {"dataset": cfg.dataset, "split": cfg.fit_split}
+  comps = _components(cfg)
+  for comp, c in comps:
+    available = available_splits(c)
+    if comp.split not in available:
+      raise _missing(c, "fit", comp.split, available)
+  sources = [_source(c, comp.split) for comp, c in comps]
+  data_cfg = data_config(num_threads=4)
+  lengths = [pipeline.length_index(source, data_cfg) for source in sources]
+  keep = [np.ones(len(n), bool) for n in lengths]
+  weights = mixture_lib.resolve_weights([comp for comp, _ in comps], lengths, keep)
+  budget = max(1, math.ceil(cfg.fit_fraction * sum(len(n) for n in lengths)))
+  parts = []
+  for k, ((comp, _), source, w) in enumerate(zip(comps, sources, weights)):
+    count = min(len(source), max(1, round(w * budget)))
+    indices = np.sort(np.random.default_rng([cfg.seed, k]).permutation(len(source))[:count])
+    parts.append((source, indices, comp.name))
+  described = {"mixture": [[comp.dataset, comp.split, round(w, 6), len(i)]
+                           for (comp, _), w, (_, i, _) in zip(comps, weights, parts)]}
+  return parts, described
+
+
 def fit(cfg) -> kmeans_lib.KMeans | None:
   """Fits k-means on cfg.fit_fraction of the fit split's features; writes workdir/kmeans.npz/.json.
   PBERT labels have nothing to fit (the phone recognizer is the model)."""
@@ -271,22 +315,23 @@ def fit(cfg) -> kmeans_lib.KMeans | None:
   if cfg.feature == "pbert":
     _log("fit: nothing to fit for PBERT labels (they come from the phone recognizer in config.checkpoint)")
     return None
-  available = available_splits(cfg)
-  if cfg.fit_split not in available:
-    raise _missing(cfg, "fit", cfg.fit_split, available)
   featurize = Featurizer(cfg)
-  source = _source(cfg, cfg.fit_split)
-  all_indices = _fit_indices(cfg, len(source))
-  indices = _share(all_indices)
-  provenance = {**featurize.provenance, "dataset": cfg.dataset, "split": cfg.fit_split,
-                "fraction": cfg.fit_fraction, "utterances": len(all_indices), "label_rate": featurize.rate}
+  parts, described = _fit_parts(cfg)
+  provenance = {**featurize.provenance, **described, "fraction": cfg.fit_fraction,
+                "utterances": sum(len(i) for _, i, _ in parts), "label_rate": featurize.rate}
+
+  def waveforms():
+    for source, all_indices, name in parts:
+      for _, waves in _batches(source, _share(all_indices), cfg, f"features ({name})"):
+        yield waves
+
   if cfg.streaming:
     def chunks():
-      for _, waves in _batches(source, indices, cfg, "features"):
+      for waves in waveforms():
         yield np.concatenate(featurize(waves))
     km = kmeans_lib.fit_streaming(chunks, cfg.k, seed=cfg.seed, max_iter=cfg.max_iter, provenance=provenance, log=_log)
   else:
-    feats = [f for _, waves in _batches(source, indices, cfg, f"features ({cfg.fit_split})") for f in featurize(waves)]
+    feats = [f for waves in waveforms() for f in featurize(waves)]
     x = np.concatenate(feats)
     hosts = f" on this host, of {jax.process_count()} hosts" if jax.process_count() > 1 else ""
     _log(f"fitting k-means k={cfg.k} on {len(x):,} frames x {x.shape[1]} dims{hosts}")
@@ -300,16 +345,21 @@ def fit(cfg) -> kmeans_lib.KMeans | None:
 
 
 def assign(cfg) -> dict[str, os.PathLike]:
-  """Labels every utterance of each assign split the dataset has; writes workdir/labels/<split>/."""
+  """Labels every utterance of each assign split the dataset has; writes workdir/labels/<split>/. A
+  mixture: every utterance of each component, into workdir/labels/<component name>/."""
   workdir = storage.path(cfg.workdir)
   labeler = _labeler(cfg, workdir)
   k = labeler.num_classes
   written = {}
-  for split in _assign_splits(cfg, available_splits(cfg)):
-    source = _source(cfg, split)
+  if cfg.get("mixture"):  # every component's split, into labels/<component name>/
+    targets = [(c, comp.split, comp.name) for comp, c in _components(cfg)]
+  else:
+    targets = [(cfg, split, split) for split in _assign_splits(cfg, available_splits(cfg))]
+  for dataset_cfg, split, name in targets:
+    source = _source(dataset_cfg, split)
     histogram = np.zeros(k, np.int64)
-    out = workdir / "labels" / split
-    parts = workdir / "labels" / f".{split}.parts"
+    out = workdir / "labels" / name
+    parts = workdir / "labels" / f".{name}.parts"
     mine = out if jax.process_count() == 1 else parts / f"part-{jax.process_index():05d}"
     meta = dict(label_rate=labeler.rate, num_classes=k, provenance=labeler.provenance)
     with labels_lib.LabelStoreWriter(mine, overwrite=True, **meta) as writer:
@@ -320,15 +370,15 @@ def assign(cfg) -> dict[str, os.PathLike]:
           writer.add(uid, labels)
     if jax.process_count() > 1:
       histogram = kmeans_lib.sum_over_hosts(histogram)[0]
-      _barrier(f"labels {split} written")
+      _barrier(f"labels {name} written")
       if jax.process_index() == 0:
         labels_lib.merge_stores(sorted(parts.glob("part-*")), out, **meta)
         storage.remove_tree(parts)
-      _barrier(f"labels {split} merged")
+      _barrier(f"labels {name} merged")
     for warning in quality_lib.degenerate_warnings(histogram, k):
       _log(f"WARNING ({split}): degenerate dictionary: {warning}")
     _log(f"wrote {out} ({histogram.sum():,} frames, {np.sum(histogram > 0)}/{k} clusters used)")
-    written[split] = out
+    written[name] = out
   return written
 
 
@@ -342,10 +392,17 @@ def reference_at_rate(alignment: np.ndarray, rate: float, num_frames: int, ref_h
 
 def report(cfg) -> tuple[quality_lib.CodeDistribution, quality_lib.Quality | None]:
   """Measures the labels of the report split: the code distribution always, and PNMI/purities when the
-  dataset has a phone alignment (else the report says they need one). Writes workdir/report_<split>.json/.png."""
+  dataset has a phone alignment (else the report says they need one). Writes workdir/report_<split>.json/.png.
+  A mixture: each component's labels, report_<component name>.json/.png; returns the first's."""
+  if cfg.get("mixture"):
+    return [_report(c, comp.split, comp.name) for comp, c in _components(cfg)][0]
+  return _report(cfg, _report_split(cfg, available_splits(cfg)), None)
+
+
+def _report(cfg, split: str, name: str | None):
   workdir = storage.path(cfg.workdir)
-  split = _report_split(cfg, available_splits(cfg))
-  store = labels_lib.LabelStore(workdir / "labels" / split)
+  name = name or split
+  store = labels_lib.LabelStore(workdir / "labels" / name)
   source = _source(cfg, split)
   inventory = _phone_inventory(cfg)
   codes = quality_lib.CodeAccumulator(store.num_classes, store.label_rate)
@@ -367,7 +424,7 @@ def report(cfg) -> tuple[quality_lib.CodeDistribution, quality_lib.Quality | Non
   for w in warnings:
     print(f"WARNING: degenerate dictionary: {w}")
   json_path, png_path = quality_lib.save_report(
-      workdir / f"report_{split}", dist, q, acc.joint if acc is not None else None, inventory, warnings,
+      workdir / f"report_{name}", dist, q, acc.joint if acc is not None else None, inventory, warnings,
       {"dataset": cfg.dataset, "split": split, "label_store": str(store.directory), "provenance": store.provenance},
       note)
   _log(f"wrote {json_path} and {png_path}")
