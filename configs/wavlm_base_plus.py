@@ -14,11 +14,12 @@ layouts, sizes and the Beam commands for a cluster):
      /data/voxpopuli/unlabelled_data --languages en --name en` (24k h), and DNS noise with `noise_dir
      FOLDER --name dns`; add `--beam-options ...` to spread each over a cluster's workers.
   2. The first run labels every component (k-means, k=500, of a Base teacher's layer 9, fitted on 0.1 %
-     of the utterances drawn from each corpus by its weight: ~94 h) into
+     of the audio, ~90 h, each corpus giving its weight's share) into
      runs/tokenizer/mix94k_hidden_km500/labels/<component>/, then pre-trains.
   3. Check the pod first: `python -m wavlm_jax.aot --config configs/wavlm_base_plus.py --topology v5e:4x4`.
-Healthy: `data/share/*` in metrics.jsonl near the weights the log prints (by hours, ~0.61 / 0.11 / 0.28
-for Libri-Light's 58k h). We have not run this recipe at scale.
+Healthy: `data/share/*` in metrics.jsonl near the weights the log prints (by hours of the prepared audio;
+the corpora's published sizes, 57.7k / 10k / 24k h, give about 0.63 / 0.11 / 0.26). We have not run this
+recipe at scale.
 """
 
 from configs import common, wavlm_base

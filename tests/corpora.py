@@ -61,7 +61,7 @@ def _recording(engine, spans, total: float, rate: int = 16000, channels: int = 1
 
 
 # Libri-Light: (subset, speaker, book folder, file stem, voice-activity spans, length s, rate, channels).
-# With pieces of at most 15.625 s of speech, the first file gives 4: 4+6 s, 7 s, and 20 s split in two.
+# With pieces of at most 15.6 s of speech, the first file gives 4: 4+6 s, 7 s, and 20 s split in two.
 LIBRILIGHT_FILES = (
     ("small", "100", "sea_fairies_0812_librivox", "sea_fairies_01_baum",
      ((0.5, 4.5), (5.5, 11.5), (12.2, 19.2), (20.2, 40.2)), 41.0, 16000, 1),
@@ -75,7 +75,7 @@ LIBRILIGHT_FILES = (
 def write_librilight(root: Path, engine) -> Path:
   """Libri-Light's layout (SUBSET/SPEAKER/BOOK/FILE.flac + FILE.json) with the files above, plus the damage a
   download can have: a corrupt flac with its json, a json that is not JSON, a recording with no voice
-  activity, and an already-cut piece (a flac without json)."""
+  activity, one of digital silence, an already-cut piece (a .wav without json) and a duplicate subset."""
   import json
 
   import soundfile
@@ -94,8 +94,13 @@ def write_librilight(root: Path, engine) -> Path:
   (bad / "sea_fairies_04_baum.json").write_text("{not json")
   soundfile.write(bad / "sea_fairies_05_baum.flac", _recording(engine, (), 3.0, seed=10), 16000)
   (bad / "sea_fairies_05_baum.json").write_text(json.dumps({"speaker": "100", "voice_activity": []}))
-  cut = root / "small" / "2019" / "history_of_holland_0907_librivox"
-  soundfile.write(cut / "history_02_blok_0000.flac", _recording(engine, ((0, 3.0),), 3.0, seed=11), 16000)
+  soundfile.write(bad / "sea_fairies_06_baum.flac", np.zeros(5 * 16000, np.float32), 16000)  # digital silence
+  (bad / "sea_fairies_06_baum.json").write_text(json.dumps({"speaker": "100", "voice_activity": [[0, 2], [3, 5]]}))
+  cut = root / "small" / "2019" / "history_of_holland_0907_librivox"  # cut_by_vad.py writes .wav pieces
+  soundfile.write(cut / "history_02_blok_0000.wav", _recording(engine, ((0, 3.0),), 3.0, seed=11), 16000)
+  (root / "duplicate" / "100" / "sea_fairies_0812_librivox").mkdir(parents=True)  # read only when asked for
+  soundfile.write(root / "duplicate" / "100" / "sea_fairies_0812_librivox" / "sea_fairies_01_baum.flac",
+                  _recording(engine, ((0, 3.0),), 3.0, seed=12), 16000)
   return root
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import tensorflow_datasets as tfds
 
 import corpora
+from wavlm_jax.audio import to_int16
 from wavlm_jax.data import builders, data_config, espeak
 from wavlm_jax.data.corpora import DEFAULT_MAX_SECONDS, vad_groups
 
@@ -52,10 +54,10 @@ def _report(builder):
 
 
 def test_librilight_is_cut_at_voice_activity(built):
-  _, data_dir, made = built
+  root, data_dir, made = built
   rows = _rows("librilight_dir/mini", "train", data_dir)
   first = "small/100/sea_fairies_0812_librivox/sea_fairies_01_baum"
-  # 4 + 6 s joined, 7 s alone (4 + 6 + 7 > 15.625), the 20 s span in two halves; silences left out.
+  # 4 + 6 s joined, 7 s alone (4 + 6 + 7 > 15.6), the 20 s span in two halves; silences left out.
   assert [round(float(rows[f"{first}_{i:04d}"]["duration"]), 3) for i in range(4)] == [10.0, 7.0, 10.0, 10.0]
   assert f"{first}_0004" not in rows
   assert all(float(r["duration"]) <= DEFAULT_MAX_SECONDS for r in rows.values())
@@ -65,17 +67,22 @@ def test_librilight_is_cut_at_voice_activity(built):
   # 44.1 kHz stereo: resampled and down-mixed, 8 + 3 s of speech in one piece.
   holland = rows["small/2019/history_of_holland_0907_librivox/history_01_blok_0000"]
   assert len(holland["audio"]) == 11 * 16000 and holland["book"] == b"302"
-  # An already-cut piece (no json beside it) is taken whole; the medium subset is read too.
+  # An already-cut piece (a .wav, no json beside it) is taken whole; medium is read too, duplicate is not.
   cut = rows["small/2019/history_of_holland_0907_librivox/history_02_blok_0000_0000"]
   assert float(cut["duration"]) == 3.0 and np.isnan(float(cut["snr"]))
   assert float(rows["medium/7/poems_1203_librivox/poems_03_frost_0000"]["duration"]) == 5.0
-  # The pieces are the speech: the first piece's 4 s are the recording's 0.5-4.5 s.
-  assert np.abs(ex["audio"][:64000].astype(np.float64)).mean() > 300
+  assert not any(k.startswith("duplicate/") for k in rows)
+  # The pieces are the speech spans, read by seeking: exactly the recording's samples at 0.5-4.5 s and
+  # 5.5-11.5 s, joined.
+  whole, rate = sf.read(root / "librilight" / "small" / "100" / "sea_fairies_0812_librivox" / "sea_fairies_01_baum.flac",
+                        dtype="float32")
+  np.testing.assert_array_equal(ex["audio"], to_int16(np.concatenate([whole[8000:72000], whole[88000:184000]])))
   reasons = _report(made["librilight"])
   assert reasons["sea_fairies_03_baum.flac"].startswith("unreadable")
   assert reasons["sea_fairies_04_baum.json"].startswith("unreadable voice-activity json")
   assert reasons["sea_fairies_05_baum.flac"].startswith("no voice activity")
-  assert len(reasons) == 3
+  assert reasons["sea_fairies_06_baum.flac [piece 0: 0.00-5.00 s]"].startswith("silent")  # 2 + 2 s in one piece
+  assert len(reasons) == 4
 
 
 def test_librilight_subsets_and_options(built, tmp_path):
@@ -89,10 +96,15 @@ def test_librilight_subsets_and_options(built, tmp_path):
     builders.prepare_folder("librilight_dir", root / "librilight", str(tmp_path), name="x", subset="huge")
   with pytest.raises(ValueError, match="does not read languages"):
     builders.prepare_folder("librilight_dir", root / "librilight", str(tmp_path), name="x", languages=("en",))
+  with pytest.raises(ValueError, match="its own validation"):
+    builders.prepare_folder("gigaspeech_dir", root / "GigaSpeech", str(tmp_path), name="x", validation_fraction=0.1)
+  builders.prepare_folder("librilight_dir", root / "librilight", str(tmp_path), name="dup", subset="duplicate")
+  assert list(_rows("librilight_dir/dup", "train", str(tmp_path))) == [
+      "duplicate/100/sea_fairies_0812_librivox/sea_fairies_01_baum_0000"]
 
 
 def test_gigaspeech_segments_text_and_splits(built):
-  _, data_dir, made = built
+  root, data_dir, made = built
   assert set(made["gigaspeech"].info.splits) == {"train", "validation"}  # no {TEST} segment in this copy
   train = _rows("gigaspeech_dir/mini", "train", data_dir)
   # Subset S: segments tagged {S} (nested: XS is in S); the {XL}/{L}-only one is not.
@@ -100,7 +112,9 @@ def test_gigaspeech_segments_text_and_splits(built):
                            "YOU0000000002_S0000000"]
   ex = train["POD0000000001_S0000000"]
   assert ex["text"] == b"THE QUICK BROWN FOX JUMPS" and ex["source"] == b"POD0000000001" and ex["domain"] == b"podcast"
-  assert len(ex["audio"]) == 56000 and float(ex["duration"]) == 3.5  # 0.5-4.0 s of the Opus file
+  assert len(ex["audio"]) == 56000 and float(ex["duration"]) == 3.5  # 0.5-4.0 s of the Opus file, seeked:
+  whole, _ = sf.read(root / "GigaSpeech" / "audio" / "podcast" / "P0000" / "POD0000000001.opus", dtype="float32")
+  np.testing.assert_array_equal(ex["audio"], to_int16(whole[8000:64000]))
   assert train["YOU0000000002_S0000000"]["domain"] == b"youtube"
   dev = _rows("gigaspeech_dir/mini", "validation", data_dir)
   assert sorted(dev) == ["POD1000000003_S0000000"] and dev["POD1000000003_S0000000"]["text"] == b"BIRDS OF A FEATHER"
@@ -122,7 +136,7 @@ def test_voxpopuli_language_filter_and_long_segments(built):
   assert [float(rows[f"en/2019/20190114-0900-PLENARY-3_en_1_part{i}"]["duration"]) for i in (0, 1)] == [10.0, 10.0]
   reasons = _report(made["voxpopuli"])
   assert reasons == {"20200210-0900-PLENARY-7_en_5.ogg": "empty (0 bytes)",
-                     "stray.ogg": "not in VoxPopuli's LANG/YEAR/ layout"}
+                     "stray.ogg": "not in VoxPopuli's LANG/YEAR/EVENT_SEGMENT.ogg layout"}
 
 
 def test_validation_fraction_holds_out_whole_recordings(built, tmp_path):
@@ -209,3 +223,12 @@ def test_beam_build_is_the_in_process_dataset(built, tmp_path, corpus, kind, fol
         np.testing.assert_array_equal(ours[key][field], value, err_msg=f"{key}: {field}")
   assert _report(beam) == _report(made[corpus])
   assert not list(Path(tmp_path).glob(".wavlm_jax-skipped-*"))  # the workers' lists are merged, then removed
+
+
+def test_beam_runner_off_this_machine_needs_a_shared_data_dir(built):
+  root, _, _ = built
+  with pytest.raises(ValueError, match="file system they all mount"):
+    builders.prepare_folder("voxpopuli_dir", root / "voxpopuli", "gs://bucket/data", name="x",
+                            beam_options="runner=DataflowRunner,project=p,region=r")
+  with pytest.raises(ValueError, match="built in-process only"):
+    builders.prepare_folder("audio_dir", root / "voxpopuli", "/tmp/unused", name="x", beam_options="runner=DirectRunner")

@@ -122,9 +122,11 @@ def _checked_stores(cfg, paths: list[str]) -> list[labels_lib.LabelStore]:
     if store.num_classes > cfg.model.num_label_classes:
       raise ValueError(f"label store {path} has {store.num_classes} classes but "
                        f"config.model.num_label_classes={cfg.model.num_label_classes}")
-    if store.label_rate != stores[0].label_rate:
-      raise ValueError(f"label stores {paths[0]} and {path} have different label rates "
-                       f"({stores[0].label_rate} and {store.label_rate} Hz): one mixture takes one rate")
+    if (store.label_rate, store.num_classes, store.provenance) != (stores[0].label_rate, stores[0].num_classes,
+                                                                    stores[0].provenance):
+      raise ValueError(f"label stores {paths[0]} and {path} come from different codebooks (label rate, classes "
+                       "or the k-means / recognizer that made them differ): a mixture's components must share one "
+                       "tokenizer's labels")
   return stores
 
 

@@ -39,16 +39,20 @@ def read_audio(path: str | os.PathLike, *, min_seconds: float = 0.0) -> np.ndarr
 
 
 def read_spans(path: str | os.PathLike, groups, *, min_seconds: float = 0.0):
-  """Pieces of one long file without reading the rest of it: for each group of (start, end) spans in
-  seconds, the spans' audio joined end to end (int16 mono, 16 kHz), or the `BadAudio` saying why that
-  piece cannot be used. Spans are clipped to the file. Raises `BadAudio` if the file cannot be opened."""
+  """Pieces of one long file, read one at a time without reading the rest of it: for each group of
+  (start, end) spans in seconds, yields the spans' audio joined end to end (int16 mono, 16 kHz), or the
+  `BadAudio` saying why that piece cannot be used (a span the file ends inside of: truncated). Spans are
+  clipped to the file's stated length. Raises `BadAudio` at once if the file cannot be opened."""
   import soundfile
 
   try:
     f = soundfile.SoundFile(str(path))
   except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
     raise BadAudio(f"unreadable ({type(e).__name__}: {e})") from None
-  out = []
+  return _pieces(f, groups, min_seconds)
+
+
+def _pieces(f, groups, min_seconds: float):
   with f:
     rate, frames = f.samplerate, f.frames
     for group in groups:
@@ -58,14 +62,17 @@ def read_spans(path: str | os.PathLike, groups, *, min_seconds: float = 0.0):
           first, last = max(0, int(round(start * rate))), min(frames, int(round(end * rate)))
           if last > first:
             f.seek(first)
-            parts.append(f.read(last - first, dtype="float32", always_2d=True))
+            part = f.read(last - first, dtype="float32", always_2d=True)
+            if len(part) < last - first:
+              raise BadAudio(f"truncated (the file ends at {(first + len(part)) / rate:.2f} s of the "
+                             f"{frames / rate:.2f} s its header states)")
+            parts.append(part)
         data = np.concatenate(parts) if parts else np.zeros((0, f.channels), np.float32)
-        out.append(to_pcm16(data, rate, min_seconds=min_seconds))
+        yield to_pcm16(data, rate, min_seconds=min_seconds)
       except BadAudio as e:
-        out.append(e)
-      except Exception as e:  # noqa: BLE001 - a truncated file fails where the damage starts
-        out.append(BadAudio(f"unreadable ({type(e).__name__}: {e})"))
-  return out
+        yield e
+      except Exception as e:  # noqa: BLE001 - a damaged file fails where the damage starts
+        yield BadAudio(f"unreadable ({type(e).__name__}: {e})")
 
 
 def to_pcm16(data: np.ndarray, rate: int, *, min_seconds: float = 0.0) -> np.ndarray:

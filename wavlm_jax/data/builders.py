@@ -342,6 +342,10 @@ def folder_config(kind: str, path: str | os.PathLike, *, name: str = "default", 
     raise ValueError(f"{kind} does not read {', '.join(ignored)} (it reads: {', '.join(kinds[kind].OPTIONS) or 'none'})")
   if "languages" in given:
     given["languages"] = tuple(given["languages"])
+  reader = getattr(kinds[kind], "READER", None)
+  if validation_fraction and reader is not None and reader.OWN_SPLITS:
+    raise ValueError(f"{kind} has its own validation and test splits; validation_fraction would mix held-out "
+                     "training recordings into them")
   return FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
                       validation_fraction=validation_fraction, **given)
 
@@ -359,5 +363,9 @@ def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = No
   if beam_options and not getattr(builder, "READER", None):
     raise ValueError(f"{kind} is built in-process only; Beam preparation is for "
                      "librilight_dir, gigaspeech_dir and voxpopuli_dir")
-  return _build(lambda d: builder(data_dir=d, config=config, file_format=ARRAY_RECORD), paths.data_dir(data_dir),
-                beam_options)
+  data_dir = paths.data_dir(data_dir)
+  if beam_options:
+    from wavlm_jax.data import beam_prepare
+
+    beam_prepare.check_data_dir(beam_options, data_dir)
+  return _build(lambda d: builder(data_dir=d, config=config, file_format=ARRAY_RECORD), data_dir, beam_options)

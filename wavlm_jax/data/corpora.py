@@ -28,9 +28,10 @@ import tensorflow_datasets as tfds
 
 from wavlm_jax.data import audio_io, builders
 
-# Pieces of long recordings are at most this long by default: the longest crop HuBERT and WavLM
-# pre-train on (fairseq max_sample_size 250,000 samples), so no audio of a piece is ever cropped away.
-DEFAULT_MAX_SECONDS = 250_000 / audio_io.SAMPLE_RATE
+# Pieces of long recordings are at most this long by default: the longest crop the recipes pre-train on
+# (crop_seconds 15.6: fairseq's max_sample_size of 250,000 samples, to whole frames), so a piece is never
+# cropped (docs/data.md#the-pretraining-corpora).
+DEFAULT_MAX_SECONDS = 15.6
 
 
 class Skipped(NamedTuple):
@@ -95,6 +96,8 @@ class Reader:
 
   def pieces(self, item) -> Iterator[tuple[str, dict] | Skipped]:
     raise NotImplementedError
+
+  OWN_SPLITS = False  # the corpus has its own validation split: no validation_fraction
 
   def max_seconds(self) -> float:
     return self.config.max_seconds or DEFAULT_MAX_SECONDS
@@ -205,12 +208,13 @@ class LibrilightReader(Reader):
     missing = [s for s in wanted if s not in present]
     if missing:
       raise FileNotFoundError(f"{root}: no folder for subset(s) {missing} (found {present})")
-    return [(s, root / s) for s in (wanted or present)]
+    # duplicate (4,500 h of books the other subsets may also hold) only when asked for by name
+    return [(s, root / s) for s in (wanted or [s for s in present if s != "duplicate"])]
 
   def items(self, root, report):
     items = []
     for subset, folder in self.subset_dirs(root):
-      for path in sorted(folder.rglob("*.flac")):
+      for path in audio_io.find_audio_files(folder):  # flac beside its json; an already-cut folder: any
         rel = path.relative_to(folder)
         parts = rel.parts
         speaker = parts[0] if len(parts) > 1 else ""
@@ -258,8 +262,9 @@ class LibrilightDir(_CorpusBuilder):
   """Libri-Light (facebookresearch/libri-light): SUBSET/SPEAKER/BOOK/FILE.flac, each with FILE.json (its
   voice-activity spans, SNR and book metadata), SUBSET one of small, medium, large, duplicate. Every
   recording is cut at voice-activity boundaries into pieces of at most `max_seconds` of speech
-  (`vad_groups`; default 15.625 s). A flac without a .json beside it (an already-cut folder, such as
-  `cut_by_vad.py` writes) is taken as one span, split evenly if longer than `max_seconds`."""
+  (`vad_groups`; default 15.6 s). Without --subset: small, medium and large (the paper's 60k h), not
+  duplicate. An audio file without a .json beside it (an already-cut folder, such as `cut_by_vad.py`'s
+  .wav pieces) is taken as one span, split evenly if longer than `max_seconds`."""
 
   READER = LibrilightReader
   OPTIONS = LibrilightReader.OPTIONS
@@ -283,6 +288,7 @@ class GigaspeechReader(Reader):
   """How `gigaspeech_dir` reads its layout (see GigaspeechDir)."""
 
   OPTIONS = ("subset",)
+  OWN_SPLITS = True  # {DEV} and {TEST}
 
   def features(self):
     return {"text": tfds.features.Text(), "speaker": tfds.features.Text(), "domain": tfds.features.Text()}
@@ -374,14 +380,16 @@ class VoxpopuliReader(Reader):
     wanted = {s for s in self.config.languages if s}
     items = []
     for path in sorted(root.rglob("*.ogg")):
+      if "raw_audios" in path.relative_to(root).parts:  # whole sessions, which unlabelled_data/ segments
+        continue
       year, language = path.parent.name, path.parent.parent.name
-      if not (year.isdigit() and len(year) == 4):
-        report.skip(str(path), "not in VoxPopuli's LANG/YEAR/ layout")
+      match = _VOXPOPULI_FILE.match(path.stem)
+      if not (year.isdigit() and len(year) == 4) or match is None:
+        report.skip(str(path), "not in VoxPopuli's LANG/YEAR/EVENT_SEGMENT.ogg layout")
         continue
       if wanted and language not in wanted:
         continue
-      match = _VOXPOPULI_FILE.match(path.stem)
-      event = match["event"] if match else path.stem
+      event = match["event"]
       source = f"{language}/{year}/{event}"
       items.append(("train", source, (str(path), source, language, year)))
     return items
@@ -408,7 +416,8 @@ class VoxpopuliReader(Reader):
 class VoxpopuliDir(_CorpusBuilder):
   """VoxPopuli unlabelled speech (facebookresearch/voxpopuli) as its `get_unlabelled_data.py` writes it:
   unlabelled_data/LANG/YEAR/EVENT_SEGMENT.ogg, one voice-activity segment of a European Parliament
-  session per file; language and year from the path, the session (EVENT) as the source.
+  session per file; language and year from the path, the session (EVENT) as the source (the whole
+  sessions under raw_audios/, if the folder holds them, are not read).
   `--languages en` keeps English only (WavLM's 24k hours); files longer than `max_seconds` are split
   evenly."""
 

@@ -71,8 +71,8 @@ def empty_transcripts(source, cfg, key: str) -> np.ndarray:
   """True for each utterance of the split (in source order) whose `key` transcript is empty or blank:
   fine-tuning leaves those out (a CTC target of nothing teaches the model to say nothing). Read in one
   pass and cached beside the dataset (`empty-<split>-<key>.npy`), or from a transcripts file's rows."""
-  if isinstance(source, TranscribedSource):
-    return np.array([not _text(source[i].get(key, "")).strip() for i in range(len(source))], bool)
+  if isinstance(source, TranscribedSource):  # the file's rows replace the dataset's transcripts
+    return np.array([not _text(source.transcript(i, key)).strip() for i in range(len(source))], bool)
   compute = lambda: (np.array(_scan(source, cfg, lambda ex: key in ex and not _text(ex[key]).strip()), bool),)
   return _cached_index(source, (f"empty-{{split}}-{key}.npy",), compute)[0].astype(bool)
 
@@ -191,6 +191,11 @@ class TranscribedSource:
 
   def __len__(self) -> int:
     return len(self.indices)
+
+  def transcript(self, i: int, key: str):
+    """Utterance i's `key` field: the file's, else (a field the file lacks) the dataset's."""
+    row = self._rows[self._ids[i]]
+    return row[key] if key in row else self[i].get(key, "")
 
   def __getitem__(self, i):
     example = dict(self.split_source[int(self.indices[i])])

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
   p.add_argument("--subset", default="", help="librilight_dir: small,medium,large,duplicate (comma-separated; "
                  "default all present); gigaspeech_dir: XS, S, M, L or XL (default XL)")
   p.add_argument("--max-seconds", type=float, default=0.0,
-                 help="librilight_dir, voxpopuli_dir: the longest piece cut from a recording (default 15.625)")
+                 help="librilight_dir, voxpopuli_dir: the longest piece cut from a recording (default 15.6)")
   p.add_argument("--languages", default="", help="voxpopuli_dir: languages kept, comma-separated (default all)")
   p.add_argument("--beam-options", default="", help="build as an Apache Beam pipeline (librilight_dir, gigaspeech_dir, "
                  "voxpopuli_dir) with these pipeline options, e.g. "

@@ -279,8 +279,9 @@ def _components(cfg) -> list[tuple[mixture_lib.Component, object]]:
 
 def _fit_parts(cfg) -> tuple[list, dict]:
   """(source, utterance indices, name) to fit on, and what they are for the provenance. One dataset:
-  cfg.fit_fraction of its fit split. A mixture: that fraction of all its utterances, drawn from each
-  component by its weight (by hours when the weights are 0), at most all of a component."""
+  cfg.fit_fraction of its fit split's utterances. A mixture: utterances holding that fraction of all its
+  (usable) audio, drawn at random from each component so that each has its weight's share of the audio
+  (by hours when the weights are 0), at most all of a component."""
   if not cfg.get("mixture"):
     available = available_splits(cfg)
     if cfg.fit_split not in available:
@@ -293,16 +294,18 @@ def _fit_parts(cfg) -> tuple[list, dict]:
     if comp.split not in available:
       raise _missing(c, "fit", comp.split, available)
   sources = [_source(c, comp.split) for comp, c in comps]
-  data_cfg = data_config(num_threads=4)
+  data_cfg = data_config(audio_key=cfg.audio_key, id_key=cfg.id_key)
   lengths = [pipeline.length_index(source, data_cfg) for source in sources]
-  keep = [np.ones(len(n), bool) for n in lengths]
+  keep = [mixture_lib.usable(n, comp, 0.0) for n, (comp, _) in zip(lengths, comps)]
   weights = mixture_lib.resolve_weights([comp for comp, _ in comps], lengths, keep)
-  budget = max(1, math.ceil(cfg.fit_fraction * sum(len(n) for n in lengths)))
+  # fit_fraction of the mixture's audio, each component's share of it by its weight (in audio, not in
+  # utterances: the corpora's utterances differ in length), at most all of a component
+  budget = cfg.fit_fraction * sum(float(np.sum(n[k])) for n, k in zip(lengths, keep))
   parts = []
-  for k, ((comp, _), source, w) in enumerate(zip(comps, sources, weights)):
-    count = min(len(source), max(1, round(w * budget)))
-    indices = np.sort(np.random.default_rng([cfg.seed, k]).permutation(len(source))[:count])
-    parts.append((source, indices, comp.name))
+  for k, ((comp, _), source, n, usable, w) in enumerate(zip(comps, sources, lengths, keep, weights)):
+    order = np.random.default_rng([cfg.seed, k]).permutation(np.flatnonzero(usable))
+    count = max(1, int(np.searchsorted(np.cumsum(n[order]), w * budget)) + 1)
+    parts.append((source, np.sort(order[:count]), comp.name))
   described = {"mixture": [[comp.dataset, comp.split, round(w, 6), len(i)]
                            for (comp, _), w, (_, i, _) in zip(comps, weights, parts)]}
   return parts, described
