@@ -120,6 +120,38 @@ def test_staged_directory_on_a_bucket_appears_whole_or_not_at_all(gcs, monkeypat
     gcsfs.GCSFileSystem.clear_instance_cache()
 
 
+def test_metrics_mirror_uploads_only_what_was_appended(gcs, monkeypatch):
+  import gcsfs
+
+  from wavlm_jax import storage
+
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+  gcsfs.GCSFileSystem.clear_instance_cache()
+  try:
+    dest = f"gs://{BUCKET}/mirror"
+    mirror = storage.Mirror(dest, every_seconds=0)
+    sent, lines = [], []
+    for step in range(1, 41):  # a run's metrics.jsonl, one line per logged step
+      lines.append(json.dumps({"step": step, "loss": round(1 / step, 6), "lr": 1e-4}).ljust(60) + "\n")
+      with open(mirror.local / "metrics.jsonl", "a") as f:
+        f.write(lines[-1])
+      before = mirror.bytes_uploaded
+      assert mirror.sync()
+      sent.append(mirror.bytes_uploaded - before)
+    assert sent == [len(lines[0])] * 40  # constant per logged step, not the whole file again
+    assert gcs.read(BUCKET, "mirror/metrics.jsonl") == "".join(lines).encode()
+    assert gcs.objects(BUCKET, "mirror/") == ["mirror/metrics.jsonl"]  # the appended parts are gone
+    mirror.close()
+    resumed = storage.Mirror(dest, resume=("metrics.jsonl",), every_seconds=0)  # a resumed run appends
+    with open(resumed.local / "metrics.jsonl", "a") as f:
+      f.write("last\n")
+    resumed.close()
+    assert gcs.read(BUCKET, "mirror/metrics.jsonl") == ("".join(lines) + "last\n").encode()
+    assert resumed.bytes_uploaded == len("last\n")
+  finally:
+    gcsfs.GCSFileSystem.clear_instance_cache()
+
+
 @pytest.mark.slow
 def test_local_launcher_restarts_a_preempted_two_host_run_from_the_bucket(gcs, main_job_on_gcs, tmp_path):
   # The pod path rehearsed with local processes: two hosts read the corpus and labels from the bucket and

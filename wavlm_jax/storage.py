@@ -140,16 +140,19 @@ def staged_directory(final: str | os.PathLike, *, marker: str, overwrite: bool =
 class Mirror:
   """A local directory whose files are copied to `dest` by `sync()`, for writers that append (TensorBoard
   event files, metrics.jsonl), which an object store cannot do. `resume` files already at `dest` are
-  copied down first, so that a resumed run appends to them. Files whose size or time changed are uploaded
-  again, at most every `every_seconds`; `close()` uploads the rest and removes the copy. An upload that
-  fails (the store unreachable for longer than its client retries) is logged and tried again at the next
-  sync: logs never stop a run."""
+  copied down first, so that a resumed run appends to them. A file that grew since its last upload sends
+  only its new bytes (`append_file`: on a bucket, a small object composed onto the end of the copy there),
+  so the bytes uploaded per sync stay those written since the last one however long the run; a file that
+  shrank or was rewritten is uploaded whole. At most every `every_seconds`; `close()` uploads the rest and
+  removes the copy. An upload that fails (the store unreachable for longer than its client retries) is
+  logged and tried again at the next sync: logs never stop a run. `bytes_uploaded` counts what was sent."""
 
   def __init__(self, dest: str | os.PathLike, *, resume: tuple[str, ...] = (), every_seconds: float = 60.0):
     self.dest = path(dest)
     self.local = Path(tempfile.mkdtemp(prefix="wavlm_jax-mirror-"))
     self.every_seconds = every_seconds
-    self._uploaded: dict[str, tuple[int, int]] = {}
+    self.bytes_uploaded = 0
+    self._uploaded: dict[str, tuple[int, int]] = {}  # name -> (size, mtime) of the copy at dest
     self._last = time.monotonic()
     for name in resume:
       if (self.dest / name).is_file():
@@ -167,15 +170,25 @@ class Mirror:
     for f in sorted(self.local.rglob("*")):
       if f.is_file():
         name, st = f.relative_to(self.local).as_posix(), f.stat()
-        if self._uploaded.get(name) != (st.st_size, st.st_mtime_ns):
-          try:
+        before = self._uploaded.get(name)
+        if before == (st.st_size, st.st_mtime_ns):
+          continue
+        try:
+          if before is not None and 0 < before[0] < st.st_size:  # grown: an append-only writer's new bytes
+            with open(f, "rb") as src:
+              src.seek(before[0])
+              tail = src.read(st.st_size - before[0])
+            append_file(tail, self.dest / name)
+            self.bytes_uploaded += len(tail)
+          else:
             upload_file(f, self.dest / name)
-          except Exception as e:  # noqa: BLE001 - any client error: keep the local copy, retry next time
-            logging.getLogger(__name__).warning("could not upload %s to %s (%r); retrying at the next sync",
-                                                f, self.dest / name, e)
-            ok = False
-            continue
-          self._uploaded[name] = (st.st_size, st.st_mtime_ns)
+            self.bytes_uploaded += st.st_size
+        except Exception as e:  # noqa: BLE001 - any client error: keep the local copy, retry next time
+          logging.getLogger(__name__).warning("could not upload %s to %s (%r); retrying at the next sync",
+                                              f, self.dest / name, e)
+          ok = False
+          continue
+        self._uploaded[name] = (st.st_size, st.st_mtime_ns)
     self._last = time.monotonic()
     return ok
 
@@ -184,6 +197,27 @@ class Mirror:
       shutil.rmtree(self.local, ignore_errors=True)
     else:
       logging.getLogger(__name__).warning("kept %s: some files could not be uploaded to %s", self.local, self.dest)
+
+
+def append_file(data: bytes, dest: str | os.PathLike) -> None:
+  """Appends `data` to the file at `dest`: on local disk in place; on a bucket by writing it as an object
+  of its own and composing the two into `dest` (GCS compose, through gcsfs's `merge`), so that only `data`
+  travels. The temporary object is removed."""
+  dest = path(dest)
+  if not is_url(dest):
+    with open(os.fspath(dest), "ab") as out:
+      out.write(data)
+    return
+  import fsspec
+
+  fs = fsspec.filesystem(os.fspath(dest).split("://", 1)[0])
+  target = os.fspath(dest)
+  part = f"{target}.append-{uuid.uuid4().hex}"
+  fs.pipe_file(part, data)
+  try:
+    fs.merge(target, [target, part])
+  finally:
+    fs.rm_file(part)
 
 
 def run_status(workdir: str | os.PathLike, *, tries: int = 4, wait_seconds: float = 10.0) -> str:
