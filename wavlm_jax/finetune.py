@@ -253,7 +253,8 @@ def finetune(cfg, workdir: str) -> dict:
   host_batch, batch = next_batch()
 
   # ---- Loop ---------------------------------------------------------------------------------
-  reporter = train.Reporter(cfg, workdir, total_steps, start_step, peak, keys=("loss", "infeasible"), fields=FIELDS)
+  reporter = train.Reporter(cfg, workdir, total_steps, start_step, peak, keys=("loss", "infeasible"), fields=FIELDS,
+                            constants=run.attention.metrics())
   if initial:
     reporter.writer.scalars(start_step, initial)
   step, last_scores = start_step, {}
@@ -281,7 +282,7 @@ def finetune(cfg, workdir: str) -> dict:
   summary = {"status": status, "step": step, "workdir": workdir, "vocabulary": vocab.kind,
              "vocab_size": len(vocab), "metric": metric,
              "utterances_without_transcript": iterator.plan.stats()["dropped_no_transcript"]}
-  summary |= reporter.averages.summary()
+  summary |= reporter.averages.summary() | run.attention.summary()
   if initial:
     summary[f"initial_{metric}"] = initial.get(f"val/{metric}")
   if status == "finished":

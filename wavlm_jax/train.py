@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from wavlm_jax import audio, cli, data, storage  # noqa: E402
 from wavlm_jax.data import labels as labels_lib  # noqa: E402
 from wavlm_jax.data import mixture as mixture_lib  # noqa: E402
-from wavlm_jax.models import config as config_lib, directory, losses, partitioning, wavlm  # noqa: E402
+from wavlm_jax.models import config as config_lib, directory, kernel_check, losses, partitioning, wavlm  # noqa: E402
 from wavlm_jax.models import params as params_lib  # noqa: E402
 from wavlm_jax.training import checkpoint, flops, mesh as mesh_lib, metrics as metrics_lib, optim  # noqa: E402
 
@@ -283,6 +283,7 @@ class Run(NamedTuple):
   init: Callable[[], dict]  # jitted: builds the state directly sharded
   step: Callable  # jitted, state donated: (state, batch) -> (state, metrics); the first of `steps`
   steps: dict[str, Callable]  # every jitted step variant by name (fine-tuning has "frozen" and "full")
+  attention: kernel_check.Outcome  # which attention path runs, and whether the fused kernels were checked
 
 
 def build(cfg, mesh, rules, labels: labels_lib.LabelSpec | None = None, *, model_cfg=None, optimizer=None,
@@ -293,7 +294,7 @@ def build(cfg, mesh, rules, labels: labels_lib.LabelSpec | None = None, *, model
 
   Pretraining passes `labels`; other programs (fine-tuning) pass `model_cfg`, `optimizer() -> (tx,
   schedule)` and `loss_fns(binder) -> {name: loss_fn}` (one jitted step per name) and their batch keys."""
-  model_cfg = config_lib.for_platform(model_cfg or cfg.model, mesh_lib.platform(mesh))
+  model_cfg, attention = kernel_check.resolve(model_cfg or cfg.model, mesh_lib.platform(mesh))
   binder = params_lib.Binder(wavlm.abstract(model_cfg))
   if optimizer is None:
     tx, schedule = optim.optimizer(cfg.optim, cfg.total_steps), optim.schedule(cfg.optim, cfg.total_steps)
@@ -319,7 +320,7 @@ def build(cfg, mesh, rules, labels: labels_lib.LabelSpec | None = None, *, model
                          out_shardings=(state_sharding, None), donate_argnums=0)
            for name, fn in loss_fns(binder).items()}
   return Run(binder, schedule, abstract, state_sharding, jax.jit(init_state, out_shardings=state_sharding),
-             next(iter(steps.values())), steps)
+             next(iter(steps.values())), steps, attention)
 
 
 def host_params(state) -> dict:
@@ -391,7 +392,7 @@ def train(cfg, workdir: str) -> dict:
   host_batch, batch = next_batch()
 
   # ---- Loop ---------------------------------------------------------------------------------
-  reporter = Reporter(cfg, workdir, total_steps, start_step, peak)
+  reporter = Reporter(cfg, workdir, total_steps, start_step, peak, constants=run.attention.metrics())
   step = start_step
   with LoopGuard(cfg, ckpt, reporter, workdir, total_steps) as guard:
     while step < total_steps:
@@ -412,6 +413,7 @@ def train(cfg, workdir: str) -> dict:
              "num_label_classes": cfg.model.num_label_classes,
              "chance_accuracy": 1.0 / max(store.num_classes, 1)}
   summary |= reporter.averages.summary()  # means over the first and last tenth of this run's steps
+  summary |= run.attention.summary()
   if status == "finished":  # the model directory for load_encoder, the tokenizer and conversion
     params = host_params(state)  # collective: every process
     if jax.process_index() == 0:
@@ -489,8 +491,9 @@ class Reporter:
   and audio are its own bucket's."""
 
   def __init__(self, cfg, workdir: str, total_steps: int, start_step: int, peak: float, *,
-               keys: tuple[str, ...] = Averages.KEYS, fields=metrics_lib.Progress.FIELDS):
+               keys: tuple[str, ...] = Averages.KEYS, fields=metrics_lib.Progress.FIELDS, constants=None):
     self.cfg, self.peak = cfg, peak
+    self.constants = dict(constants or {})  # logged with every step (which attention path runs)
     self.writer = metrics_lib.Writer(workdir, enabled=jax.process_index() == 0)
     self.progress = metrics_lib.Progress(total_steps, start_step, fields)
     self.averages = Averages((total_steps - start_step) // 10, keys)
@@ -521,6 +524,7 @@ class Reporter:
       m["steps_per_second"] = 1.0 / seconds
       m["audio_seconds_per_second"] = m["audio_seconds"] / seconds  # real audio only, never padding
       m["mfu"] = step_flops / seconds / self.peak if self.peak > 0 else 0.0
+    m |= self.constants
     if self.shares is not None and "component" in host_batch:  # a mixture's batch is one component's
       m |= self.shares.add(int(host_batch["component"][0]), m["audio_seconds"])
     self.averages.add(m)
