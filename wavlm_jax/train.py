@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from wavlm_jax import audio, cli, data, storage  # noqa: E402
 from wavlm_jax.data import labels as labels_lib  # noqa: E402
 from wavlm_jax.data import mixture as mixture_lib  # noqa: E402
-from wavlm_jax.models import config as config_lib, directory, kernel_check, losses, partitioning, wavlm  # noqa: E402
+from wavlm_jax.models import directory, kernel_check, losses, partitioning, wavlm  # noqa: E402
 from wavlm_jax.models import params as params_lib  # noqa: E402
 from wavlm_jax.training import checkpoint, flops, mesh as mesh_lib, metrics as metrics_lib, optim  # noqa: E402
 
