@@ -26,7 +26,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.provenance import MEASURED, provenance  # noqa: E402
+from bench.provenance import MEASURED, write  # noqa: E402
 
 LAYOUTS = {"librilight": ("librilight_dir", {}), "gigaspeech": ("gigaspeech_dir", {"subset": "XL"}),
            "voxpopuli": ("voxpopuli_dir", {"languages": ("en",)})}
@@ -208,11 +208,8 @@ def main() -> int:
   print(f"\nmixture pipeline: {mix['mixture_audio_seconds_per_second']:.0f} audio-s/s vs single source "
         f"{mix['single_audio_seconds_per_second']:.0f} ({mix['ratio']:.1%}); shares over {args.share_batches} batches "
         + ", ".join(f"{n} {s:.3f} (weight {WEIGHTS[n]})" for n, s in mix["shares"].items()))
-  result = {"provenance": provenance(), "hours_per_layout": args.hours, "beam_options": BEAM, "layouts": rows,
-            "mixture": mix, "goals": {"beam_speedup": 1.7, "mixture_ratio": 0.95, "max_share_error": 0.02}}
-  Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.out).write_text(json.dumps(result, indent=2))
-  print(f"wrote {args.out}")
+  write(args.out, {"hours_per_layout": args.hours, "beam_options": BEAM, "layouts": rows, "mixture": mix,
+                   "goals": {"beam_speedup": 1.7, "mixture_ratio": 0.95, "max_share_error": 0.02}})
   return 0
 
 

@@ -38,3 +38,12 @@ def provenance(packages=("jax", "numpy", "tensorflow-datasets", "grain", "apache
                   "python": platform.python_version()},
       "packages": versions,
   }
+
+
+def write(out: str | os.PathLike, result: dict) -> None:
+  """`result` with its provenance block first, as indented JSON at `out` (folders made)."""
+  import json
+
+  Path(out).parent.mkdir(parents=True, exist_ok=True)
+  Path(out).write_text(json.dumps({"provenance": provenance(), **result}, indent=2))
+  print(f"wrote {out}")
