@@ -157,6 +157,14 @@ def test_prepare_command_names_the_subset(built, tmp_path, capsys):
   with pytest.raises(SystemExit):
     prepare.main(["voxpopuli_dir", str(root / "voxpopuli"), "--subset", "S", "--data-dir", str(tmp_path)])
   assert "voxpopuli_dir does not read subset" in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # a subset the corpus lacks: a usage error before anything is read
+    prepare.main(["gigaspeech_dir", str(root / "GigaSpeech"), "--subset", "XXL", "--data-dir", str(tmp_path)])
+  assert "training subsets are" in capsys.readouterr().err
+  assert prepare.main(["gigaspeech_dir", str(root / "voxpopuli"), "--data-dir", str(tmp_path)]) == 2  # no metadata
+  assert "no GigaSpeech.json" in capsys.readouterr().err
+  # without --name or --subset the dataset is named after its folder (TFDS refuses a custom "default")
+  assert prepare.main(["voxpopuli_dir", str(root / "voxpopuli" / "unlabelled_data"), "--data-dir", str(tmp_path)]) == 0
+  assert "voxpopuli_dir/unlabelled_data in" in capsys.readouterr().out
 
 
 def test_librispeech_bad_entries_are_listed_and_fine_tuning_skips_empty_transcripts(tmp_path):

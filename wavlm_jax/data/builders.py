@@ -329,10 +329,20 @@ def folder_builders() -> dict[str, type]:
   return {**FOLDER_BUILDERS, **corpora.CORPUS_BUILDERS}
 
 
-def folder_config(kind: str, path: str | os.PathLike, *, name: str = "default", min_seconds: float = 0.5,
+def default_name(path: str | os.PathLike, subset: str = "") -> str:
+  """A folder dataset's NAME when none is given: the subset, else the folder's own name (lower case,
+  [a-z0-9_]). Never "default": TFDS refuses a custom config under the name of the class's own."""
+  import re
+
+  name = re.sub(r"[^a-z0-9]+", "_", (subset or Path(path).absolute().name).lower()).strip("_") or "data"
+  return "data" if name == "default" else name
+
+
+def folder_config(kind: str, path: str | os.PathLike, *, name: str = "", min_seconds: float = 0.5,
                   validation_fraction: float = 0.0, **options) -> FolderConfig:
-  """The config of a folder dataset; `options` (subset, max_seconds, languages) only for the kinds that
-  read them, so that an option a kind would ignore is an error naming it."""
+  """The config of a folder dataset (`name`: `default_name` when empty); `options` (subset, max_seconds,
+  languages) only for the kinds that read them, so that an option a kind would ignore is an error naming it."""
+  name = name or default_name(path, options.get("subset", ""))
   kinds = folder_builders()
   if kind not in kinds:
     raise KeyError(f"unknown folder builder {kind!r}; known: {sorted(kinds)}")
@@ -346,15 +356,19 @@ def folder_config(kind: str, path: str | os.PathLike, *, name: str = "default", 
   if validation_fraction and reader is not None and reader.OWN_SPLITS:
     raise ValueError(f"{kind} has its own validation and test splits; validation_fraction would mix held-out "
                      "training recordings into them")
-  return FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
-                      validation_fraction=validation_fraction, **given)
+  config = FolderConfig(name=name, path=str(Path(path).absolute()), min_seconds=min_seconds,
+                        validation_fraction=validation_fraction, **given)
+  if reader is not None:
+    reader.check(config)
+  return config
 
 
-def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = None, *, name: str = "default",
+def prepare_folder(kind: str, path: str | os.PathLike, data_dir: str | None = None, *, name: str = "",
                    min_seconds: float = 0.5, validation_fraction: float = 0.0, beam_options: str = "",
                    **options) -> tfds.core.DatasetBuilder:
   """Builds a folder dataset (`folder_builders()`: audio_dir, noise_dir, librispeech_dir, librilight_dir,
-  gigaspeech_dir, voxpopuli_dir) under config `name`; `options`: subset, max_seconds, languages.
+  gigaspeech_dir, voxpopuli_dir) under config `name` (default: `default_name`, the subset or the folder's
+  name); `options`: subset, max_seconds, languages.
   `beam_options` ("runner=DirectRunner,direct_num_workers=2,..."): the pretraining corpora only, built as
   an Apache Beam pipeline (`wavlm_jax/data/beam_prepare.py`) into the same dataset."""
   config = folder_config(kind, path, name=name, min_seconds=min_seconds, validation_fraction=validation_fraction,

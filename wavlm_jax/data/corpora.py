@@ -91,6 +91,10 @@ class Reader:
   def features(self) -> dict:
     raise NotImplementedError
 
+  @classmethod
+  def check(cls, config) -> None:
+    """Raises ValueError naming an option whose value the corpus does not have (before any build)."""
+
   def items(self, root: Path, report: audio_io.SkipReport) -> list[tuple[str, str, object]]:
     raise NotImplementedError
 
@@ -193,11 +197,15 @@ class LibrilightReader(Reader):
   def features(self):
     return {"speaker": tfds.features.Text(), "book": tfds.features.Text(), "snr": np.float32}
 
-  def subset_dirs(self, root: Path) -> list[tuple[str, Path]]:
-    wanted = [s for s in self.config.subset.split(",") if s]
-    unknown = sorted(set(wanted) - set(LIBRILIGHT_SUBSETS))
+  @classmethod
+  def check(cls, config) -> None:
+    unknown = sorted(set(s for s in config.subset.split(",") if s) - set(LIBRILIGHT_SUBSETS))
     if unknown:
       raise ValueError(f"librilight_dir: unknown subset(s) {unknown}; Libri-Light has {list(LIBRILIGHT_SUBSETS)}")
+
+  def subset_dirs(self, root: Path) -> list[tuple[str, Path]]:
+    self.check(self.config)
+    wanted = [s for s in self.config.subset.split(",") if s]
     if root.name in LIBRILIGHT_SUBSETS:  # pointed at one subset's folder
       if wanted and wanted != [root.name]:
         raise ValueError(f"{root} is Libri-Light's {root.name!r} subset; --subset {','.join(wanted)} asks for others")
@@ -302,11 +310,15 @@ class GigaspeechReader(Reader):
     except ValueError as e:
       raise ValueError(f"{meta}: not valid JSON ({e})") from None
 
-  def items(self, root, report):
-    subset = self.config.subset or "XL"
-    if subset not in GIGASPEECH_SUBSETS:
-      raise ValueError(f"gigaspeech_dir: subset {subset!r}; GigaSpeech's training subsets are "
+  @classmethod
+  def check(cls, config) -> None:
+    if (config.subset or "XL") not in GIGASPEECH_SUBSETS:
+      raise ValueError(f"gigaspeech_dir: subset {config.subset!r}; GigaSpeech's training subsets are "
                        f"{list(GIGASPEECH_SUBSETS)} (DEV and TEST become the validation and test splits)")
+
+  def items(self, root, report):
+    self.check(self.config)
+    subset = self.config.subset or "XL"
     meta_path, meta = self.metadata(root)
     tags = {"train": "{" + subset + "}", "validation": "{DEV}", "test": "{TEST}"}
     items = []

@@ -12,16 +12,15 @@ else $WAVLM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets).
       --beam-options runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
 
 A folder dataset is then named KIND/NAME in configs (e.g. `--config.data.dataset=librispeech_dir/ls960`;
-NAME defaults to the subset when one is given). Unreadable, empty, NaN, silent and too-short files are
-skipped and listed with the reason (`skipped.json` beside the dataset); other sample rates are resampled
-to 16 kHz and channels down-mixed. The corpora's layouts: docs/data.md.
+NAME defaults to the subset, else the folder's own name). Unreadable, empty, NaN, silent and too-short
+files are skipped and listed with the reason (`skipped.json` beside the dataset); other sample rates are
+resampled to 16 kHz and channels down-mixed. The corpora's layouts: docs/data.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -35,7 +34,8 @@ def main(argv=None) -> int:
   kinds = builders.folder_builders()
   p.add_argument("kind", help="espeak_speech/CONFIG, or a folder kind: " + ", ".join(sorted(kinds)))
   p.add_argument("path", nargs="?", help="the folder (folder kinds only)")
-  p.add_argument("--name", default="", help="the dataset's config name: KIND/NAME (default: the subset, else 'default')")
+  p.add_argument("--name", default="", help="the dataset's config name: KIND/NAME (default: the subset, else the "
+                 "folder's own name)")
   p.add_argument("--data-dir", default="")
   p.add_argument("--min-seconds", type=float, default=0.5, help="shorter files are skipped")
   p.add_argument("--validation-fraction", type=float, default=0.0,
@@ -51,7 +51,6 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   options = {"subset": args.subset, "max_seconds": args.max_seconds,
              "languages": tuple(s for s in args.languages.split(",") if s)}
-  name = args.name or (re.sub(r"[^a-z0-9]+", "_", args.subset.lower()).strip("_") if args.subset else "default")
   data_dir = paths.data_dir(args.data_dir)
   if args.kind in kinds:
     if not args.path:
@@ -60,16 +59,22 @@ def main(argv=None) -> int:
       p.error(f"{args.path}: audio folders are read from local disk (or a gcsfuse mount); --data-dir may be a bucket")
     if not os.path.isdir(args.path):
       p.error(f"{args.path}: not a directory")
+    name = args.name or builders.default_name(args.path, args.subset)
     try:
-      builders.folder_config(args.kind, args.path, **options)  # an option the kind does not read: a usage error
+      builders.folder_config(args.kind, args.path, name=name, validation_fraction=args.validation_fraction,
+                             **options)  # an option the kind does not read, a subset it lacks: usage errors
     except ValueError as e:
       p.error(str(e))
     if args.beam_options and not getattr(kinds[args.kind], "READER", None):
       p.error(f"--beam-options: {args.kind} is built in-process only (Beam: librilight_dir, gigaspeech_dir, "
               "voxpopuli_dir)")
-    builder = builders.prepare_folder(args.kind, args.path, data_dir, name=name, min_seconds=args.min_seconds,
-                                      validation_fraction=args.validation_fraction, beam_options=args.beam_options,
-                                      **options)
+    try:
+      builder = builders.prepare_folder(args.kind, args.path, data_dir, name=name, min_seconds=args.min_seconds,
+                                        validation_fraction=args.validation_fraction, beam_options=args.beam_options,
+                                        **options)
+    except FileNotFoundError as e:  # not the layout the kind reads (no transcripts, no GigaSpeech.json, ...)
+      print(f"error: {e}", file=sys.stderr)
+      return 2
     name = f"{args.kind}/{name}"
   else:
     if args.path:
